@@ -87,8 +87,13 @@ def status() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.stack", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--skip", action="append", default=[], choices=COMPONENTS,
-                        help="do not start this component (repeatable)")
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=COMPONENTS,
+        help="do not start this component (repeatable)",
+    )
     args = parser.parse_args(argv)
     if args.command == "up":
         return up(set(args.skip))

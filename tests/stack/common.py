@@ -8,6 +8,7 @@ until they are ready, and returns the variables it adds to ``.stack/env``. Stopp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -84,10 +85,8 @@ def kill_process(name: str, pid: int, grace_seconds: float = 10.0) -> None:
             return
         time.sleep(0.1)
     say(f"{name} (pid {pid}) ignored SIGTERM; killing it")
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def forget_pid(name: str) -> None:
