@@ -31,16 +31,19 @@ def start(ctx: StackContext) -> dict[str, str]:
     url = f"http://127.0.0.1:{port}"
     sts_url = ctx.env.get("STS_URL", "")
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "BEDROCK_STUB_"))}
-    env.update({
-        "BEDROCK_STUB_HOST": "127.0.0.1",
-        "BEDROCK_STUB_PORT": str(port),
-        "BEDROCK_STUB_REGION": ctx.env.get("AWS_DEFAULT_REGION", "us-east-1"),
-        "BEDROCK_STUB_SIGV4": "verify" if sts_url else "shape",
-        "BEDROCK_STUB_STS_URL": sts_url,
-        "PYTHONUNBUFFERED": "1",
-    })
-    process = ctx.spawn("bedrock", [python_executable(), "-m", "tests.stack.bedrock_stub"], env=env,
-                        cwd=REPO_ROOT)
+    env.update(
+        {
+            "BEDROCK_STUB_HOST": "127.0.0.1",
+            "BEDROCK_STUB_PORT": str(port),
+            "BEDROCK_STUB_REGION": ctx.env.get("AWS_DEFAULT_REGION", "us-east-1"),
+            "BEDROCK_STUB_SIGV4": "verify" if sts_url else "shape",
+            "BEDROCK_STUB_STS_URL": sts_url,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    process = ctx.spawn(
+        "bedrock", [python_executable(), "-m", "tests.stack.bedrock_stub"], env=env, cwd=REPO_ROOT
+    )
     ctx.wait_until("bedrock", lambda: _ready(url), timeout=30, process=process)
     say(f"bedrock: stub on {url} (sigv4 {env['BEDROCK_STUB_SIGV4']})")
     return {"BEDROCK_STUB_URL": url}
@@ -54,8 +57,9 @@ class StubAdmin:
 
     def _request(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.url}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 

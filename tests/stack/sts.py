@@ -31,9 +31,19 @@ def web_identity_token(now: float | None = None) -> str:
     """A JWT-shaped service-account token (unsigned: moto does not check the signature)."""
     issued = int(now if now is not None else time.time())
     header = {"alg": "RS256", "kid": "local-stack", "typ": "JWT"}
-    claims = {"aud": ["sts.amazonaws.com"], "iss": ISSUER, "sub": SERVICE_ACCOUNT, "iat": issued,
-              "nbf": issued, "exp": issued + 86400}
-    parts = [_b64url(json.dumps(header).encode()), _b64url(json.dumps(claims).encode()), _b64url(b"not-signed")]
+    claims = {
+        "aud": ["sts.amazonaws.com"],
+        "iss": ISSUER,
+        "sub": SERVICE_ACCOUNT,
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + 86400,
+    }
+    parts = [
+        _b64url(json.dumps(header).encode()),
+        _b64url(json.dumps(claims).encode()),
+        _b64url(b"not-signed"),
+    ]
     return ".".join(parts)
 
 
@@ -51,8 +61,9 @@ def start(ctx: StackContext) -> dict[str, str]:
     url = f"http://127.0.0.1:{port}"
     # moto must not pick up real credentials or config from the caller's environment.
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
-    process = ctx.spawn("sts", [python_executable(), "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                        env=env)
+    process = ctx.spawn(
+        "sts", [python_executable(), "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env
+    )
     ctx.wait_until("sts", lambda: _ready(url), timeout=60, process=process)
     say(f"sts: moto STS on {url}, role {ROLE_ARN}")
     return {

@@ -9,7 +9,6 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-
 from tests.stack.bedrock_stub import sigv4
 
 URL = "http://127.0.0.1:8090/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fus.x-v1%3A0/converse"
@@ -17,8 +16,9 @@ BODY = b'{"messages":[{"role":"user","content":[{"text":"hi"}]}]}'
 KEY, SECRET, TOKEN = "ASIAEXAMPLE000000001", "s3cr3t", "session-token"
 
 
-def signed(service: str = "bedrock", region: str = "us-east-1", token: str | None = TOKEN,
-           key: str = KEY) -> tuple[str, list[tuple[str, str]]]:
+def signed(
+    service: str = "bedrock", region: str = "us-east-1", token: str | None = TOKEN, key: str = KEY
+) -> tuple[str, list[tuple[str, str]]]:
     request = AWSRequest(method="POST", url=URL, data=BODY, headers={"Content-Type": "application/json"})
     SigV4Auth(Credentials(key, SECRET, token), service, region).add_auth(request)
     parts = urlsplit(request.url)
@@ -26,11 +26,17 @@ def signed(service: str = "bedrock", region: str = "us-east-1", token: str | Non
     return parts.path, headers
 
 
-def verify(path: str, headers: list[tuple[str, str]], secret: sigv4.Secret | None,
-           body: bytes = BODY, now: dt.datetime | None = None) -> sigv4.SignedRequest:
+def verify(
+    path: str,
+    headers: list[tuple[str, str]],
+    secret: sigv4.Secret | None,
+    body: bytes = BODY,
+    now: dt.datetime | None = None,
+) -> sigv4.SignedRequest:
     request = sigv4.inspect(headers, "us-east-1", now=now)
-    sigv4.check_signature(request, secret, method="POST", raw_path=path, query_string="", headers=headers,
-                          body=body)
+    sigv4.check_signature(
+        request, secret, method="POST", raw_path=path, query_string="", headers=headers, body=body
+    )
     return request
 
 
@@ -64,16 +70,18 @@ def test_path_must_match_what_was_signed() -> None:
 
 
 def test_scope_must_be_bedrock_in_our_region() -> None:
-    for kwargs, message in [({"service": "bedrock-runtime"}, "correct service"),
-                            ({"region": "eu-west-1"}, "valid region")]:
-        path, headers = signed(**kwargs)  # type: ignore[arg-type]
+    for kwargs, message in [
+        ({"service": "bedrock-runtime"}, "correct service"),
+        ({"region": "eu-west-1"}, "valid region"),
+    ]:
+        _path, headers = signed(**kwargs)
         with pytest.raises(sigv4.AuthError, match=message):
             sigv4.inspect(headers, "us-east-1")
 
 
 def test_stale_or_future_dates_are_refused() -> None:
     _, headers = signed()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     with pytest.raises(sigv4.AuthError, match="Signature expired"):
         sigv4.inspect(headers, "us-east-1", now=now + dt.timedelta(minutes=16))
     with pytest.raises(sigv4.AuthError, match="not yet current"):

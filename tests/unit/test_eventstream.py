@@ -13,7 +13,6 @@ import pytest
 from botocore.eventstream import ChecksumMismatch, EventStream, EventStreamBuffer, EventStreamMessage
 from botocore.exceptions import EventStreamError
 from botocore.parsers import EventStreamJSONParser
-
 from tests.stack.bedrock_stub import eventstream
 
 
@@ -54,14 +53,19 @@ def test_frame_layout_lengths_and_crcs() -> None:
     assert struct.unpack(">I", frame[-4:])[0] == zlib.crc32(frame[:-4])
     (message,) = decode(frame)
     assert message.prelude.headers_length == headers_length
-    assert message.headers == {":event-type": "messageStop", ":content-type": "application/json",
-                               ":message-type": "event"}
+    assert message.headers == {
+        ":event-type": "messageStop",
+        ":content-type": "application/json",
+        ":message-type": "event",
+    }
     assert json.loads(message.payload) == {"stopReason": "end_turn"}
 
 
 def test_frames_split_at_any_byte_decode_the_same() -> None:
-    data = b"".join(eventstream.event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": w}})
-                    for w in ["Hello", " wörld", " ✓"])
+    data = b"".join(
+        eventstream.event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": w}})
+        for w in ["Hello", " wörld", " ✓"]
+    )
     texts = [json.loads(m.payload)["delta"]["text"] for m in decode(data, piece=1)]
     assert texts == ["Hello", " wörld", " ✓"]
 
@@ -75,24 +79,37 @@ def test_corrupted_bytes_fail_the_crc(offset: int) -> None:
 
 
 def test_converse_stream_parses_with_bedrocks_service_model() -> None:
-    data = b"".join([
-        eventstream.event("messageStart", {"role": "assistant"}),
-        eventstream.event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hi"}}),
-        eventstream.event("contentBlockStop", {"contentBlockIndex": 0}),
-        eventstream.event("messageStop", {"stopReason": "end_turn"}),
-        eventstream.event("metadata", {"usage": {"inputTokens": 3, "outputTokens": 1, "totalTokens": 4},
-                                       "metrics": {"latencyMs": 2}}),
-    ])
+    data = b"".join(
+        [
+            eventstream.event("messageStart", {"role": "assistant"}),
+            eventstream.event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hi"}}),
+            eventstream.event("contentBlockStop", {"contentBlockIndex": 0}),
+            eventstream.event("messageStop", {"stopReason": "end_turn"}),
+            eventstream.event(
+                "metadata",
+                {
+                    "usage": {"inputTokens": 3, "outputTokens": 1, "totalTokens": 4},
+                    "metrics": {"latencyMs": 2},
+                },
+            ),
+        ]
+    )
     events = list(bedrock_stream("ConverseStream", data))
     assert [next(iter(e)) for e in events] == [
-        "messageStart", "contentBlockDelta", "contentBlockStop", "messageStop", "metadata"]
+        "messageStart",
+        "contentBlockDelta",
+        "contentBlockStop",
+        "messageStop",
+        "metadata",
+    ]
     assert events[1]["contentBlockDelta"]["delta"]["text"] == "Hi"
     assert events[4]["metadata"]["usage"] == {"inputTokens": 3, "outputTokens": 1, "totalTokens": 4}
 
 
 def test_in_stream_exception_raises_the_modelled_error() -> None:
     data = eventstream.event("messageStart", {"role": "assistant"}) + eventstream.exception(
-        "throttlingException", "Too many requests")
+        "throttlingException", "Too many requests"
+    )
     stream = iter(bedrock_stream("ConverseStream", data))
     assert next(stream) == {"messageStart": {"role": "assistant"}}
     with pytest.raises(EventStreamError) as caught:

@@ -1,4 +1,6 @@
-"""Run the Bedrock stub: ``python -m tests.stack.bedrock_stub --port 8090`` (``python -m bedrock_stub`` in the image).
+"""Run the Bedrock stub: ``python -m tests.stack.bedrock_stub --port 8090``.
+
+In the image: ``python -m bedrock_stub``.
 
 Every option has an environment variable (the image is configured by env only):
 
@@ -30,20 +32,32 @@ from .server import SIGV4_MODES, Config, build_app
 
 def parse_args(argv: list[str] | None = None) -> Config:
     env = os.environ
-    parser = argparse.ArgumentParser(prog="bedrock_stub", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="bedrock_stub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default=env.get("BEDROCK_STUB_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env.get("BEDROCK_STUB_PORT", "8090")))
     parser.add_argument("--region", default=env.get("BEDROCK_STUB_REGION", "us-east-1"))
     parser.add_argument("--sigv4", choices=SIGV4_MODES, default=env.get("BEDROCK_STUB_SIGV4", "verify"))
     parser.add_argument("--sts-url", default=env.get("BEDROCK_STUB_STS_URL") or None)
     parser.add_argument("--credentials", default=env.get("BEDROCK_STUB_CREDENTIALS", ""))
-    parser.add_argument("--access-log", action="store_true",
-                        default=env.get("BEDROCK_STUB_ACCESS_LOG", "0").lower() in ("1", "true", "yes"))
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        default=env.get("BEDROCK_STUB_ACCESS_LOG", "0").lower() in ("1", "true", "yes"),
+    )
     parser.add_argument("--max-calls", type=int, default=int(env.get("BEDROCK_STUB_MAX_CALLS", "10000")))
     args = parser.parse_args(argv)
-    return Config(host=args.host, port=args.port, region=args.region, sigv4=args.sigv4, sts_url=args.sts_url,
-                  credentials=args.credentials, access_log=args.access_log, max_calls=args.max_calls)
+    return Config(
+        host=args.host,
+        port=args.port,
+        region=args.region,
+        sigv4=args.sigv4,
+        sts_url=args.sts_url,
+        credentials=args.credentials,
+        access_log=args.access_log,
+        max_calls=args.max_calls,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,10 +66,21 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("bedrock_stub")
     if config.sigv4 == "verify" and not config.sts_url and not config.credentials:
         log.warning("sigv4=verify with neither an STS URL nor static credentials: every call will be refused")
-    log.info("Bedrock stub on http://%s:%d (region %s, sigv4 %s, sts %s)", config.host, config.port,
-             config.region, config.sigv4, config.sts_url or "-")
-    web.run_app(build_app(config), host=config.host, port=config.port, print=None,
-                access_log=logging.getLogger("aiohttp.access") if config.access_log else None)
+    log.info(
+        "Bedrock stub on http://%s:%d (region %s, sigv4 %s, sts %s)",
+        config.host,
+        config.port,
+        config.region,
+        config.sigv4,
+        config.sts_url or "-",
+    )
+    web.run_app(
+        build_app(config),
+        host=config.host,
+        port=config.port,
+        print=None,
+        access_log=logging.getLogger("aiohttp.access") if config.access_log else None,
+    )
     return 0
 
 

@@ -53,10 +53,13 @@ class CredentialStore:
         if secret is not None or self._sts_url is None:
             return secret
         async with self._lock:
-            if access_key_id not in self._known and time.monotonic() - self._last_refresh >= _REFRESH_INTERVAL:
+            if (
+                access_key_id not in self._known
+                and time.monotonic() - self._last_refresh >= _REFRESH_INTERVAL
+            ):
                 try:
                     await self._refresh_from_moto()
-                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
+                except (TimeoutError, aiohttp.ClientError, ValueError) as error:
                     log.warning("could not read issued credentials from moto at %s: %s", self._sts_url, error)
         return self._known.get(access_key_id)
 

@@ -65,6 +65,10 @@ def chunk(data: Any) -> bytes:
 def exception(exception_type: str, message: str) -> bytes:
     """A modelled in-stream error, e.g. ``throttlingException`` (the name is lower camel case on the wire)."""
     return encode_message(
-        {":exception-type": exception_type, ":content-type": "application/json", ":message-type": "exception"},
+        {
+            ":exception-type": exception_type,
+            ":content-type": "application/json",
+            ":message-type": "exception",
+        },
         _json({"message": message}),
     )

@@ -8,8 +8,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-REPLY_WORDS = "Hello from the Bedrock stub. This reply is deterministic.".split(" ")
-REASONING_WORDS = "The user greeted me, so I greet back.".split(" ")
+REPLY_WORDS = ["Hello", "from", "the", "Bedrock", "stub.", "This", "reply", "is", "deterministic."]
+REASONING_WORDS = ["The", "user", "greeted", "me,", "so", "I", "greet", "back."]
 TITAN_V2_DIMENSIONS = (256, 512, 1024)
 
 
@@ -45,8 +45,8 @@ def resolve(model_id: str) -> Model | None:
         if kind not in ("foundation-model", "inference-profile", "application-inference-profile"):
             return None
     for prefix in _PROFILE_PREFIXES:
-        if model_id.startswith(prefix) and model_id[len(prefix):] in _BASE_MODELS:
-            return _BASE_MODELS[model_id[len(prefix):]]
+        if model_id.startswith(prefix) and model_id[len(prefix) :] in _BASE_MODELS:
+            return _BASE_MODELS[model_id[len(prefix) :]]
     return _BASE_MODELS.get(model_id)
 
 
@@ -90,7 +90,11 @@ class Reply:
 def reply(model: Model, prompt: str, max_tokens: int | None) -> Reply:
     """One output token per word piece; ``max_tokens`` truncates, as a real model would."""
     pieces = [word if i == 0 else " " + word for i, word in enumerate(REPLY_WORDS)]
-    reasoning = [w if i == 0 else " " + w for i, w in enumerate(REASONING_WORDS)] if model.family == "deepseek" else []
+    reasoning = (
+        [w if i == 0 else " " + w for i, w in enumerate(REASONING_WORDS)]
+        if model.family == "deepseek"
+        else []
+    )
     budget = max_tokens if max_tokens is not None and max_tokens > 0 else None
     stop = "end_turn"
     if budget is not None and budget < len(pieces) + len(reasoning):

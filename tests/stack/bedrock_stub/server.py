@@ -1,4 +1,4 @@
-"""The stub's HTTP server (aiohttp): Bedrock Runtime's four operations plus the ``/_stub/`` admin endpoints."""
+"""The stub's HTTP server (aiohttp): Bedrock Runtime's four operations and the ``/_stub/`` admin endpoints."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -20,7 +20,9 @@ from .credentials import CredentialStore, parse_static
 
 log = logging.getLogger("bedrock_stub")
 
-_PATH_RE = re.compile(r"^/model/(?P<model>.+)/(?P<op>converse|converse-stream|invoke|invoke-with-response-stream)$")
+_PATH_RE = re.compile(
+    r"^/model/(?P<model>.+)/(?P<op>converse|converse-stream|invoke|invoke-with-response-stream)$"
+)
 OPERATIONS = {
     "converse": "Converse",
     "converse-stream": "ConverseStream",
@@ -37,7 +39,9 @@ FAULTS = {
     503: ("ServiceUnavailableException", "Bedrock is unable to process your request."),
 }
 INVALID_MODEL = "The provided model identifier is invalid."
-UNSUPPORTED_OPERATION = "This action doesn't support the model that you provided. Try again with a supported model."
+UNSUPPORTED_OPERATION = (
+    "This action doesn't support the model that you provided. Try again with a supported model."
+)
 SIGV4_MODES = ("verify", "shape", "off")
 
 
@@ -77,11 +81,21 @@ class Knobs:
     def describe(self) -> dict[str, Any]:
         fault = None
         if self.fault is not None:
-            fault = {"status": self.fault.status, "count": self.fault.count, "code": self.fault.code,
-                     "message": self.fault.message, "midStream": self.fault.mid_stream,
-                     "operations": sorted(self.fault.operations) if self.fault.operations else None}
-        return {"latencyMs": self.latency_ms, "streamDelayMs": self.stream_delay_ms, "fail": fault,
-                "usage": self.usage, "usageCalls": self.usage_calls}
+            fault = {
+                "status": self.fault.status,
+                "count": self.fault.count,
+                "code": self.fault.code,
+                "message": self.fault.message,
+                "midStream": self.fault.mid_stream,
+                "operations": sorted(self.fault.operations) if self.fault.operations else None,
+            }
+        return {
+            "latencyMs": self.latency_ms,
+            "streamDelayMs": self.stream_delay_ms,
+            "fail": fault,
+            "usage": self.usage,
+            "usageCalls": self.usage_calls,
+        }
 
 
 class BedrockError(Exception):
@@ -99,8 +113,10 @@ def error_response(status: int, code: str, message: str) -> web.Response:
     return web.json_response(
         {"message": message},
         status=status,
-        headers={"x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/{namespace}/",
-                 "x-amzn-RequestId": _request_id()},
+        headers={
+            "x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/{namespace}/",
+            "x-amzn-RequestId": _request_id(),
+        },
     )
 
 
@@ -127,9 +143,18 @@ class Stub:
         query = request.raw_path.partition("?")[2]
         match = _PATH_RE.match(raw_path)
         call: dict[str, Any] = {
-            "seq": 0, "time": time.time(), "operation": None, "modelId": None, "rawModelId": None,
-            "accessKeyId": None, "sessionToken": False, "signatureVerified": False, "status": 0,
-            "errorCode": None, "userAgent": request.headers.get("User-Agent"), "body": None,
+            "seq": 0,
+            "time": time.time(),
+            "operation": None,
+            "modelId": None,
+            "rawModelId": None,
+            "accessKeyId": None,
+            "sessionToken": False,
+            "signatureVerified": False,
+            "status": 0,
+            "errorCode": None,
+            "userAgent": request.headers.get("User-Agent"),
+            "body": None,
         }
         self.sequence += 1
         call["seq"] = self.sequence
@@ -150,8 +175,11 @@ class Stub:
             if model.family.startswith("titan") and operation == "InvokeModelWithResponseStream":
                 raise BedrockError(400, "ValidationException", UNSUPPORTED_OPERATION)
             if not isinstance(call["body"], dict):
-                raise BedrockError(400, "ValidationException",
-                                   "Malformed input request, please reformat your input and try again.")
+                raise BedrockError(
+                    400,
+                    "ValidationException",
+                    "Malformed input request, please reformat your input and try again.",
+                )
             if self.knobs.latency_ms > 0:
                 await asyncio.sleep(self.knobs.latency_ms / 1000)
             fault = self._take_fault(operation)
@@ -179,8 +207,15 @@ class Stub:
         call["sessionToken"] = signed.session_token is not None
         if self.config.sigv4 == "verify":
             secret = await self.credentials.lookup(signed.access_key_id)
-            sigv4.check_signature(signed, secret, method=request.method, raw_path=raw_path, query_string=query,
-                                  headers=headers, body=body)
+            sigv4.check_signature(
+                signed,
+                secret,
+                method=request.method,
+                raw_path=raw_path,
+                query_string=query,
+                headers=headers,
+                body=body,
+            )
             call["signatureVerified"] = True
 
     def _take_fault(self, operation: str) -> Fault | None:
@@ -203,8 +238,14 @@ class Stub:
         return usage
 
     async def _dispatch(
-        self, request: web.Request, operation: str, model: models.Model, body: dict[str, Any],
-        usage: dict[str, int] | None, fault: Fault | None, started: float,
+        self,
+        request: web.Request,
+        operation: str,
+        model: models.Model,
+        body: dict[str, Any],
+        usage: dict[str, int] | None,
+        fault: Fault | None,
+        started: float,
     ) -> web.StreamResponse:
         if model.family.startswith("titan"):
             return self._titan(model, body, usage, started)
@@ -223,10 +264,13 @@ class Stub:
         if operation == "InvokeModel":
             return self._invoke_anthropic(reply, input_tokens, output_tokens, started)
         frames = (_converse_frames if operation == "ConverseStream" else _anthropic_frames)(
-            reply, input_tokens, output_tokens, started)
+            reply, input_tokens, output_tokens, started
+        )
         return await self._stream(request, frames, fault, operation)
 
-    def _converse(self, reply: models.Reply, input_tokens: int, output_tokens: int, started: float) -> web.Response:
+    def _converse(
+        self, reply: models.Reply, input_tokens: int, output_tokens: int, started: float
+    ) -> web.Response:
         content: list[dict[str, Any]] = []
         if reply.reasoning:
             content.append({"reasoningContent": {"reasoningText": {"text": "".join(reply.reasoning)}}})
@@ -235,8 +279,11 @@ class Stub:
             {
                 "output": {"message": {"role": "assistant", "content": content}},
                 "stopReason": reply.stop_reason,
-                "usage": {"inputTokens": input_tokens, "outputTokens": output_tokens,
-                          "totalTokens": input_tokens + output_tokens},
+                "usage": {
+                    "inputTokens": input_tokens,
+                    "outputTokens": output_tokens,
+                    "totalTokens": input_tokens + output_tokens,
+                },
                 "metrics": {"latencyMs": _elapsed_ms(started)},
             },
             headers={"x-amzn-RequestId": _request_id()},
@@ -264,9 +311,12 @@ class Stub:
     ) -> web.Response:
         text = body.get("inputText")
         if not isinstance(text, str) or not text:
-            raise BedrockError(400, "ValidationException",
-                               "Malformed input request: #: required key [inputText] not found, please reformat "
-                               "your input and try again.")
+            raise BedrockError(
+                400,
+                "ValidationException",
+                "Malformed input request: #: required key [inputText] not found, please reformat "
+                "your input and try again.",
+            )
         tokens = usage.get("inputTokens", models.count_tokens(text)) if usage else models.count_tokens(text)
         if model.family == "titan-embed-v1":
             vector = models.embedding(text, 1536, normalize=False)
@@ -274,11 +324,18 @@ class Stub:
         else:
             dimensions = body.get("dimensions", 1024)
             if dimensions not in models.TITAN_V2_DIMENSIONS:
-                raise BedrockError(400, "ValidationException",
-                                   f"Malformed input request: #/dimensions: {dimensions} is not a valid enum "
-                                   "value, please reformat your input and try again.")
+                raise BedrockError(
+                    400,
+                    "ValidationException",
+                    f"Malformed input request: #/dimensions: {dimensions} is not a valid enum "
+                    "value, please reformat your input and try again.",
+                )
             vector = models.embedding(text, int(dimensions), normalize=bool(body.get("normalize", True)))
-            payload = {"embedding": vector, "embeddingsByType": {"float": vector}, "inputTextTokenCount": tokens}
+            payload = {
+                "embedding": vector,
+                "embeddingsByType": {"float": vector},
+                "inputTextTokenCount": tokens,
+            }
         return web.json_response(payload, headers=_invoke_headers(tokens, 0, started))
 
     async def _stream(
@@ -291,7 +348,7 @@ class Stub:
         await response.prepare(request)
         if fault is not None:
             # Mid-stream failure: the first frame goes out, then Bedrock's in-stream exception event.
-            frames = frames[:1] + [eventstream.exception(_lower_camel(fault.code), fault.message)]
+            frames = [*frames[:1], eventstream.exception(_lower_camel(fault.code), fault.message)]
         delay = self.knobs.stream_delay_ms / 1000
         for index, frame in enumerate(frames):
             if delay and index:
@@ -303,8 +360,14 @@ class Stub:
     # --- admin ----------------------------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "sigv4": self.config.sigv4, "region": self.config.region,
-                                  "stsUrl": self.config.sts_url})
+        return web.json_response(
+            {
+                "status": "ok",
+                "sigv4": self.config.sigv4,
+                "region": self.config.region,
+                "stsUrl": self.config.sts_url,
+            }
+        )
 
     async def get_knobs(self, request: web.Request) -> web.Response:
         return web.json_response(self.knobs.describe())
@@ -331,9 +394,14 @@ class Stub:
             self.knobs.fault = _parse_fault(spec["fail"])
         if "usage" in spec:
             usage = spec["usage"]
-            if usage is not None and not (isinstance(usage, dict) and usage and all(
+            if usage is not None and not (
+                isinstance(usage, dict)
+                and usage
+                and all(
                     k in ("inputTokens", "outputTokens") and isinstance(v, int) and v >= 0
-                    for k, v in usage.items())):
+                    for k, v in usage.items()
+                )
+            ):
                 raise ValueError("usage must be {inputTokens?: int, outputTokens?: int} or null")
             self.knobs.usage = usage
             self.knobs.usage_calls = None
@@ -389,9 +457,12 @@ def _int_or_none(value: Any) -> int | None:
 def _require_anthropic(body: dict[str, Any]) -> None:
     for key in ("messages", "max_tokens"):
         if key not in body:
-            raise BedrockError(400, "ValidationException",
-                               f"Malformed input request: #: required key [{key}] not found, please reformat your "
-                               "input and try again.")
+            raise BedrockError(
+                400,
+                "ValidationException",
+                f"Malformed input request: #: required key [{key}] not found, please reformat your "
+                "input and try again.",
+            )
 
 
 def _elapsed_ms(started: float) -> int:
@@ -407,45 +478,83 @@ def _invoke_headers(input_tokens: int, output_tokens: int, started: float) -> di
     }
 
 
-def _converse_frames(reply: models.Reply, input_tokens: int, output_tokens: int, started: float) -> list[bytes]:
+def _converse_frames(
+    reply: models.Reply, input_tokens: int, output_tokens: int, started: float
+) -> list[bytes]:
     frames = [eventstream.event("messageStart", {"role": "assistant"})]
     index = 0
     if reply.reasoning:
-        frames += [eventstream.event("contentBlockDelta", {"contentBlockIndex": index,
-                                                           "delta": {"reasoningContent": {"text": piece}}})
-                   for piece in reply.reasoning]
+        frames += [
+            eventstream.event(
+                "contentBlockDelta",
+                {"contentBlockIndex": index, "delta": {"reasoningContent": {"text": piece}}},
+            )
+            for piece in reply.reasoning
+        ]
         frames.append(eventstream.event("contentBlockStop", {"contentBlockIndex": index}))
         index += 1
-    frames += [eventstream.event("contentBlockDelta", {"contentBlockIndex": index, "delta": {"text": piece}})
-               for piece in reply.pieces]
+    frames += [
+        eventstream.event("contentBlockDelta", {"contentBlockIndex": index, "delta": {"text": piece}})
+        for piece in reply.pieces
+    ]
     frames.append(eventstream.event("contentBlockStop", {"contentBlockIndex": index}))
     frames.append(eventstream.event("messageStop", {"stopReason": reply.stop_reason}))
-    frames.append(eventstream.event("metadata", {
-        "usage": {"inputTokens": input_tokens, "outputTokens": output_tokens,
-                  "totalTokens": input_tokens + output_tokens},
-        "metrics": {"latencyMs": _elapsed_ms(started)},
-    }))
+    frames.append(
+        eventstream.event(
+            "metadata",
+            {
+                "usage": {
+                    "inputTokens": input_tokens,
+                    "outputTokens": output_tokens,
+                    "totalTokens": input_tokens + output_tokens,
+                },
+                "metrics": {"latencyMs": _elapsed_ms(started)},
+            },
+        )
+    )
     return frames
 
 
-def _anthropic_frames(reply: models.Reply, input_tokens: int, output_tokens: int, started: float) -> list[bytes]:
+def _anthropic_frames(
+    reply: models.Reply, input_tokens: int, output_tokens: int, started: float
+) -> list[bytes]:
     message_id = "msg_bdrk_" + uuid.uuid4().hex[:24]
     events: list[dict[str, Any]] = [
-        {"type": "message_start", "message": {
-            "id": message_id, "type": "message", "role": "assistant", "model": "claude-stub", "content": [],
-            "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": input_tokens, "output_tokens": 1}}},
+        {
+            "type": "message_start",
+            "message": {
+                "id": message_id,
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-stub",
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+            },
+        },
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
     ]
-    events += [{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
-               for piece in reply.pieces]
+    events += [
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
+        for piece in reply.pieces
+    ]
     events += [
         {"type": "content_block_stop", "index": 0},
-        {"type": "message_delta", "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
-         "usage": {"output_tokens": output_tokens}},
-        {"type": "message_stop", "amazon-bedrock-invocationMetrics": {
-            "inputTokenCount": input_tokens, "outputTokenCount": output_tokens,
-            "invocationLatency": _elapsed_ms(started), "firstByteLatency": _elapsed_ms(started)}},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
+            "usage": {"output_tokens": output_tokens},
+        },
+        {
+            "type": "message_stop",
+            "amazon-bedrock-invocationMetrics": {
+                "inputTokenCount": input_tokens,
+                "outputTokenCount": output_tokens,
+                "invocationLatency": _elapsed_ms(started),
+                "firstByteLatency": _elapsed_ms(started),
+            },
+        },
     ]
     return [eventstream.chunk(item) for item in events]
 

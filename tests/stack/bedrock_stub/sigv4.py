@@ -100,10 +100,11 @@ def string_to_sign(amz_date: str, scope: str, canonical: str) -> str:
 
 def _parse_amz_date(value: str) -> dt.datetime:
     try:
-        return dt.datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
+        return dt.datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
     except ValueError:
-        raise AuthError("IncompleteSignatureException", f"Date must be in ISO-8601 'basic format'. Got '{value}'.",
-                        400) from None
+        raise AuthError(
+            "IncompleteSignatureException", f"Date must be in ISO-8601 'basic format'. Got '{value}'.", 400
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class SignedRequest:
 
 
 def inspect(headers: list[tuple[str, str]], region: str, now: dt.datetime | None = None) -> SignedRequest:
-    """Check the signature's shape, credential scope (service ``bedrock``, our region) and x-amz-date freshness."""
+    """Check the shape, credential scope (service ``bedrock``, our region) and x-amz-date freshness."""
     header_map = {name.lower(): value for name, value in headers}
     authorization = header_map.get("authorization")
     if not authorization:
@@ -138,32 +139,46 @@ def inspect(headers: list[tuple[str, str]], region: str, now: dt.datetime | None
         )
     parts = match["credential"].split("/")
     if len(parts) != 5 or parts[4] != "aws4_request":
-        raise AuthError("IncompleteSignatureException",
-                        "Credential should be scoped with a valid terminator: 'aws4_request'.", 400)
+        raise AuthError(
+            "IncompleteSignatureException",
+            "Credential should be scoped with a valid terminator: 'aws4_request'.",
+            400,
+        )
     access_key_id, scope_date, scope_region, scope_service, _ = parts
     if scope_service != SERVICE:
-        raise AuthError("InvalidSignatureException", f"Credential should be scoped to correct service: '{SERVICE}'. ")
+        raise AuthError(
+            "InvalidSignatureException", f"Credential should be scoped to correct service: '{SERVICE}'. "
+        )
     if scope_region != region:
         raise AuthError("InvalidSignatureException", "Credential should be scoped to a valid region. ")
     amz_date = header_map.get("x-amz-date")
     if not amz_date:
-        raise AuthError("IncompleteSignatureException", "Authorization header requires existence of either a "
-                        "'X-Amz-Date' or a 'Date' header.", 400)
+        raise AuthError(
+            "IncompleteSignatureException",
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
+            400,
+        )
     signed_at = _parse_amz_date(amz_date)
     if scope_date != amz_date[:8]:
-        raise AuthError("InvalidSignatureException",
-                        f"Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from "
-                        f"HTTP: '{scope_date}' != '{amz_date[:8]}', from '{amz_date}'.")
-    current = now or dt.datetime.now(dt.timezone.utc)
+        raise AuthError(
+            "InvalidSignatureException",
+            f"Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from "
+            f"HTTP: '{scope_date}' != '{amz_date[:8]}', from '{amz_date}'.",
+        )
+    current = now or dt.datetime.now(dt.UTC)
     stamp = current.strftime("%Y%m%dT%H%M%SZ")
     if signed_at < current - MAX_SKEW:
         limit = (current - MAX_SKEW).strftime("%Y%m%dT%H%M%SZ")
-        raise AuthError("InvalidSignatureException",
-                        f"Signature expired: {amz_date} is now earlier than {limit} ({stamp} - 15 min.)")
+        raise AuthError(
+            "InvalidSignatureException",
+            f"Signature expired: {amz_date} is now earlier than {limit} ({stamp} - 15 min.)",
+        )
     if signed_at > current + MAX_SKEW:
         limit = (current + MAX_SKEW).strftime("%Y%m%dT%H%M%SZ")
-        raise AuthError("InvalidSignatureException",
-                        f"Signature not yet current: {amz_date} is still later than {limit} ({stamp} + 15 min.)")
+        raise AuthError(
+            "InvalidSignatureException",
+            f"Signature not yet current: {amz_date} is still later than {limit} ({stamp} + 15 min.)",
+        )
     signed_headers = match["signed"].split(";")
     if signed_headers != sorted(signed_headers) or "host" not in signed_headers:
         raise AuthError("InvalidSignatureException", "SignedHeaders must be sorted and include 'host'.")
@@ -176,7 +191,9 @@ def inspect(headers: list[tuple[str, str]], region: str, now: dt.datetime | None
     if access_key_id.startswith("ASIA") and not token:
         # Temporary credentials are useless without their session token.
         raise AuthError("UnrecognizedClientException", INVALID_TOKEN)
-    return SignedRequest(access_key_id, "/".join(parts[1:]), amz_date, signed_headers, match["signature"], token)
+    return SignedRequest(
+        access_key_id, "/".join(parts[1:]), amz_date, signed_headers, match["signature"], token
+    )
 
 
 def check_signature(
@@ -192,7 +209,9 @@ def check_signature(
     """Recompute the signature with the secret issued for the access key id; ``None``: key unknown."""
     if secret is None:
         raise AuthError("UnrecognizedClientException", INVALID_TOKEN)
-    if secret.session_token is not None and not hmac.compare_digest(signed.session_token or "", secret.session_token):
+    if secret.session_token is not None and not hmac.compare_digest(
+        signed.session_token or "", secret.session_token
+    ):
         raise AuthError("UnrecognizedClientException", INVALID_TOKEN)
     canonical = canonical_request(method, raw_path, query_string, headers, signed.signed_headers, body)
     date, region, service, _ = signed.scope.split("/")
