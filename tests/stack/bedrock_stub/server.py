@@ -23,6 +23,7 @@ log = logging.getLogger("bedrock_stub")
 _PATH_RE = re.compile(
     r"^/model/(?P<model>.+)/(?P<op>converse|converse-stream|invoke|invoke-with-response-stream)$"
 )
+_CREDENTIAL_RE = re.compile(r"Credential=([^/,\s]+)/")
 OPERATIONS = {
     "converse": "Converse",
     "converse-stream": "ConverseStream",
@@ -201,6 +202,10 @@ class Stub:
     ) -> None:
         if self.config.sigv4 == "off":
             return
+        # Recorded before any check, so refused calls show who tried.
+        claimed = _CREDENTIAL_RE.search(request.headers.get("Authorization", ""))
+        call["accessKeyId"] = claimed.group(1) if claimed else None
+        call["sessionToken"] = "X-Amz-Security-Token" in request.headers
         headers = list(request.headers.items())
         signed = sigv4.inspect(headers, self.config.region)
         call["accessKeyId"] = signed.access_key_id
