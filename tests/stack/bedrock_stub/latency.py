@@ -47,7 +47,7 @@ def via_raw_http(url: str, n: int) -> list[float]:
     parts = urlsplit(url)
     path = f"/model/{quote(MODEL, safe='')}/converse"
     body = json.dumps({"messages": MESSAGES, "inferenceConfig": {"maxTokens": 50}}).encode()
-    connection = http.client.HTTPConnection(parts.hostname, parts.port)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port)
     samples = []
     for i in range(n + 10):
         request = AWSRequest(
