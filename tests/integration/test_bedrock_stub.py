@@ -7,16 +7,20 @@ stub verifies against what moto issued.
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.session
 import pytest
 from botocore import UNSIGNED
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.exceptions import ClientError, EventStreamError
 from tests.stack.bedrock import StubAdmin
@@ -195,6 +199,28 @@ def test_arn_model_id_routes(client: Any, admin: StubAdmin) -> None:
     call = only_call(admin)
     assert call["modelId"] == HAIKU_ARN
     assert "%2F" in call["rawModelId"] and call["signatureVerified"] is True
+
+
+def test_raw_unencoded_model_id_routes(
+    irsa_session: boto3.Session, stack_env: dict[str, str], admin: StubAdmin
+) -> None:
+    """Some clients send ``:`` and ``/`` of an ARN as they are; the stub must route and verify those too."""
+    url = stack_env["BEDROCK_STUB_URL"]
+    path = f"/model/{HAIKU_ARN}/converse"
+    body = json.dumps({"messages": messages("hi")}).encode()
+    request = AWSRequest(
+        method="POST", url=url + path, data=body, headers={"Content-Type": "application/json"}
+    )
+    credentials = irsa_session.get_credentials().get_frozen_credentials()
+    SigV4Auth(credentials, "bedrock", "us-east-1").add_auth(request)
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port)
+    connection.request("POST", path, body=body, headers=dict(request.headers.items()))
+    response = connection.getresponse()
+    assert response.status == 200, response.read()
+    assert json.loads(response.read())["output"]["message"]["content"][0]["text"] == REPLY
+    call = only_call(admin)
+    assert call["rawModelId"] == call["modelId"] == HAIKU_ARN and call["signatureVerified"] is True
 
 
 def test_unknown_model_is_a_validation_error(client: Any, admin: StubAdmin) -> None:
