@@ -108,7 +108,12 @@ def guard_rails(keys: dict[str, tuple[str, str]], env: dict[str, str]) -> None:
     step("Guard rail: budget (bob, coding, $20/month; one very expensive answer, then 402)")
     stub = env.get("BEDROCK_STUB_URL")
     if stub:
-        httpx.post(f"{stub}/_stub/config", json={"large_usage_calls": 1}, timeout=5)
+        # The stub reports 10M input tokens once: about $30 on model-balanced, over bob's $20.
+        httpx.post(
+            f"{stub}/_stub/knobs",
+            json={"usage": {"inputTokens": 10_000_000, "outputTokens": 0}, "usageCalls": 1},
+            timeout=5,
+        ).raise_for_status()
     bob.chat.completions.create(model="model-balanced", messages=hi)
     expect_error("402", lambda: bob.chat.completions.create(model="model-balanced", messages=hi))
 
