@@ -1,0 +1,515 @@
+"""kopf wiring only: parse, look things up in the in-memory indexes, call a service, and map domain errors
+to kopf retry semantics in exactly one place (``_kopf_errors``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+import kopf
+from pydantic import ValidationError
+
+from gateway_operator import conditions as cond
+from gateway_operator import naming
+from gateway_operator.clients.kubernetes import K8sConflict, K8sError, KubernetesClient
+from gateway_operator.clients.litellm import InvalidRequest, LiteLLMClient, LiteLLMError
+from gateway_operator.models import (
+    API_VERSION,
+    GROUP,
+    MANAGED_BY,
+    TIER_PLURAL,
+    USER_KIND,
+    USER_PLURAL,
+    VERSION,
+    GatewayTierSpec,
+    GatewayTierStatus,
+    GatewayUserSpec,
+    GatewayUserStatus,
+    ObjectRef,
+    TierView,
+    UserView,
+)
+from gateway_operator.services import sync as sync_service
+from gateway_operator.services import tiers as tier_service
+from gateway_operator.services import users as user_service
+from gateway_operator.services.core import EventType, Services, looks_minted
+from gateway_operator.settings import load as load_settings
+
+log = logging.getLogger(__name__)
+
+
+# --- startup / shutdown ---------------------------------------------------------------------------------
+
+
+def _post_event(kind: str, ref: ObjectRef, type_: EventType, reason: str, message: str) -> None:
+    metadata: dict[str, Any] = {"name": ref.name, "uid": ref.uid}
+    if ref.namespace:
+        metadata["namespace"] = ref.namespace
+    body = {"apiVersion": API_VERSION, "kind": kind, "metadata": metadata}
+    kopf.event(cast(Any, body), type=type_, reason=reason, message=message[:1000])
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = load_settings()
+    settings.persistence.finalizer = naming.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # One Event per handler run would be noise (and API load) for hundreds of users; we post our own.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    litellm = LiteLLMClient(
+        config.litellm_admin_url,
+        config.litellm_master_key,
+        max_concurrency=config.litellm_max_concurrency,
+        timeout=config.litellm_timeout_seconds,
+        retries=config.litellm_retries,
+        backoff=config.litellm_backoff_seconds,
+    )
+    kube = await KubernetesClient.connect()
+    memo.services = Services(litellm=litellm, kube=kube, settings=config, events=_post_event)
+    log.info(
+        "LiteLLM admin %s, public base URL %s, max %d admin calls in flight, resync every %.0fs",
+        config.litellm_admin_url,
+        config.public_url,
+        config.litellm_max_concurrency,
+        config.resync_interval_seconds,
+    )
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    svc: Services | None = getattr(memo, "services", None)
+    if svc is not None:
+        await svc.litellm.aclose()
+        await svc.kube.aclose()
+
+
+@kopf.on.probe(id="litellm_admin_calls")
+def probe_calls(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    svc: Services | None = getattr(memo, "services", None)
+    if svc is None:
+        return {}
+    return {
+        "in_flight": svc.litellm.in_flight,
+        "max_in_flight": svc.litellm.max_in_flight,
+        "limit": svc.litellm.max_concurrency,
+        "calls": dict(svc.litellm.calls),
+    }
+
+
+# --- error mapping (the one place) ----------------------------------------------------------------------
+
+
+def _delay(retry: int) -> float:
+    return float(min(60, 2 ** min(retry, 6)))
+
+
+@asynccontextmanager
+async def _kopf_errors(
+    retry: int, on_error: Callable[[Exception], Awaitable[None]] | None = None
+) -> AsyncIterator[None]:
+    try:
+        yield
+    except (kopf.TemporaryError, kopf.PermanentError):
+        raise
+    except tier_service.TierInUse as error:
+        raise kopf.TemporaryError(str(error), delay=30) from None
+    except InvalidRequest as error:
+        if on_error is not None:
+            await on_error(error)
+        raise kopf.PermanentError(str(error)) from None
+    except LiteLLMError as error:  # unavailable, unauthorized, a race (not found / conflict)
+        if on_error is not None:
+            await on_error(error)
+        raise kopf.TemporaryError(str(error), delay=_delay(retry)) from None
+    except K8sConflict as error:
+        raise kopf.TemporaryError(str(error), delay=1) from None
+    except K8sError as error:
+        raise kopf.TemporaryError(str(error), delay=_delay(retry)) from None
+
+
+# --- indexes --------------------------------------------------------------------------------------------
+
+
+def _ref(body: kopf.Body) -> ObjectRef:
+    meta = body.get("metadata", {})
+    return ObjectRef(
+        name=meta.get("name", ""),
+        namespace=meta.get("namespace"),
+        uid=meta.get("uid", ""),
+        generation=int(meta.get("generation") or 0),
+        creation_timestamp=str(meta.get("creationTimestamp") or ""),
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
+@kopf.index(GROUP, VERSION, TIER_PLURAL)
+def gw_tiers(body: kopf.Body, name: str, **_: Any) -> dict[str, dict[str, Any]]:
+    return {name: {"spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}}
+
+
+@kopf.index(GROUP, VERSION, USER_PLURAL)  # type: ignore[arg-type]
+def gw_users(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (namespace, name): {
+            "ref": _ref(body),
+            "spec": dict(body.get("spec") or {}),
+            "status": dict(body.get("status") or {}),
+        }
+    }
+
+
+def _first(store: Iterable[Any]) -> Any:
+    return next(iter(store), None)
+
+
+def _tier_view(name: str, gw_tiers: kopf.Index[str, dict[str, Any]]) -> TierView | None:
+    entry = _first(gw_tiers.get(name, ()))
+    if entry is None:
+        return None
+    try:
+        spec = GatewayTierSpec.model_validate(entry["spec"])
+        status = GatewayTierStatus.model_validate(entry["status"])
+    except ValidationError:
+        return None
+    return TierView(name=name, spec=spec, team_ready=status.team_id is not None)
+
+
+def _user_view(entry: dict[str, Any]) -> UserView | None:
+    try:
+        return UserView(
+            ref=entry["ref"],
+            spec=GatewayUserSpec.model_validate(entry["spec"]),
+            status=GatewayUserStatus.model_validate(entry["status"]),
+        )
+    except ValidationError:
+        return None
+
+
+def _all_users(gw_users: kopf.Index[tuple[str, str], dict[str, Any]]) -> list[UserView]:
+    views = (_user_view(entry) for store in gw_users.values() for entry in store)
+    return [view for view in views if view is not None]
+
+
+def _email_owner(user: UserView, users: Iterable[UserView]) -> str | None:
+    """The GatewayUser that owns this email's LiteLLM user: the oldest one (ties by namespace/name)."""
+    email = naming.user_id(user.spec.email)
+    same = [u for u in users if naming.user_id(u.spec.email) == email and not u.ref.deleting]
+    same = [u for u in same if u.ref.uid != user.ref.uid] + [user]
+    owner = min(same, key=lambda u: (u.ref.creation_timestamp, u.ref.namespace or "", u.ref.name))
+    return None if owner.ref.uid == user.ref.uid else f"{owner.ref.namespace}/{owner.ref.name}"
+
+
+# --- users ----------------------------------------------------------------------------------------------
+
+
+async def _reconcile_user(
+    svc: Services,
+    namespace: str,
+    name: str,
+    gw_tiers: kopf.Index[str, dict[str, Any]],
+    gw_users: kopf.Index[tuple[str, str], dict[str, Any]],
+    retry: int = 0,
+    tier_override: TierView | None = None,
+) -> None:
+    """Serialised per object; reads the object fresh so the status it compares with is current."""
+    async with _kopf_errors(retry):
+        body = await svc.kube.get_object(USER_PLURAL, name, namespace)
+    if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+        return
+    ref = _ref(kopf.Body(cast(Any, body)))
+    async with svc.locked(ref.uid):
+        async with _kopf_errors(retry):
+            body = await svc.kube.get_object(USER_PLURAL, name, namespace)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            return
+        ref = _ref(kopf.Body(cast(Any, body)))
+        try:
+            spec = GatewayUserSpec.model_validate(body.get("spec") or {})
+        except ValidationError as error:
+            await _invalid_user(svc, ref, body, error)
+            raise kopf.PermanentError(f"invalid spec: {_validation_summary(error)}") from None
+        user = UserView(ref=ref, spec=spec, status=GatewayUserStatus.model_validate(body.get("status") or {}))
+        tier = tier_override if tier_override is not None and tier_override.name == spec.tier else None
+        tier = tier or _tier_view(spec.tier, gw_tiers)
+        owner = _email_owner(user, _all_users(gw_users))
+
+        async def report(error: Exception) -> None:
+            await user_service.report_error(svc, user, error)
+
+        async with _kopf_errors(retry, report):
+            await user_service.reconcile_user(svc, user, tier, email_owner=owner)
+    await _refresh_tier_count(svc, spec.tier, gw_tiers, gw_users)
+
+
+def _validation_summary(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        field = ".".join(str(p) for p in item.get("loc", ()))
+        parts.append(f"spec.{field}: {item.get('msg')}")
+    return "; ".join(parts)
+
+
+async def _invalid_user(svc: Services, ref: ObjectRef, body: dict[str, Any], error: ValidationError) -> None:
+    status = GatewayUserStatus.model_validate(body.get("status") or {})
+    spec = GatewayUserSpec.model_construct(email="", tier="")
+    user = UserView.model_construct(ref=ref, spec=spec, status=status)
+    await user_service.write_status(
+        svc, user, user_service.not_ready(user, cond.INVALID_SPEC, _validation_summary(error))
+    )
+
+
+async def _refresh_tier_count(
+    svc: Services,
+    tier_name: str,
+    gw_tiers: kopf.Index[str, dict[str, Any]],
+    gw_users: kopf.Index[tuple[str, str], dict[str, Any]],
+) -> None:
+    entry = _first(gw_tiers.get(tier_name, ()))
+    if entry is None:
+        return
+    count = sum(1 for u in _all_users(gw_users) if u.spec.tier == tier_name and not u.ref.deleting)
+    try:
+        status = GatewayTierStatus.model_validate(entry["status"])
+        await tier_service.update_user_count(svc, ObjectRef(name=tier_name), status, count)
+    except (K8sError, ValidationError) as error:
+        log.warning("could not update the user count of tier %s: %s", tier_name, error)
+
+
+@kopf.on.resume(GROUP, VERSION, USER_PLURAL)
+@kopf.on.create(GROUP, VERSION, USER_PLURAL)
+@kopf.on.update(GROUP, VERSION, USER_PLURAL)  # type: ignore[arg-type]
+async def user_reconcile(
+    namespace: str,
+    name: str,
+    memo: kopf.Memo,
+    retry: int,
+    gw_tiers: kopf.Index[str, dict[str, Any]],
+    gw_users: kopf.Index[tuple[str, str], dict[str, Any]],
+    **_: Any,
+) -> None:
+    await _reconcile_user(memo.services, namespace, name, gw_tiers, gw_users, retry)
+
+
+@kopf.on.delete(GROUP, VERSION, USER_PLURAL)  # type: ignore[arg-type]
+async def user_delete(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    retry: int,
+    gw_tiers: kopf.Index[str, dict[str, Any]],
+    gw_users: kopf.Index[tuple[str, str], dict[str, Any]],
+    **_: Any,
+) -> None:
+    svc: Services = memo.services
+    ref = _ref(body)
+    spec_raw = dict(body.get("spec") or {})
+    spec = GatewayUserSpec.model_construct(
+        email=str(spec_raw.get("email", "")),
+        tier=str(spec_raw.get("tier", "")),
+        secret_name=spec_raw.get("secretName"),
+    )
+    user = UserView.model_construct(
+        ref=ref, spec=spec, status=GatewayUserStatus.model_validate(body.get("status") or {})
+    )
+    others = [
+        u
+        for u in _all_users(gw_users)
+        if u.ref.uid != ref.uid
+        and not u.ref.deleting
+        and naming.user_id(u.spec.email) == naming.user_id(spec.email)
+    ]
+    async with svc.locked(ref.uid), _kopf_errors(retry):
+        await user_service.delete_user(svc, user, delete_litellm_user=bool(spec.email) and not others)
+    svc.forget_lock(ref.uid)
+    if others:
+        # The remaining holder of the email was waiting on EmailConflict: it can take over now.
+        nxt = others[0]
+        assert nxt.ref.namespace is not None
+        await _quiet(_reconcile_user(svc, nxt.ref.namespace, nxt.ref.name, gw_tiers, gw_users))
+
+
+async def _quiet(coro: Awaitable[None]) -> None:
+    try:
+        await coro
+    except Exception as error:
+        log.warning("follow-up reconcile failed: %s", error)
+
+
+@kopf.on.event(  # type: ignore[arg-type]
+    "v1",
+    "secrets",
+    labels={naming.LABEL_MANAGED_BY: MANAGED_BY, naming.LABEL_COMPONENT: user_service.SECRET_COMPONENT},
+)
+async def user_secret_event(
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    gw_tiers: kopf.Index[str, dict[str, Any]],
+    gw_users: kopf.Index[tuple[str, str], dict[str, Any]],
+    **_: Any,
+) -> None:
+    """A user Secret deleted or edited by hand: re-run that user's reconcile now, not at the next resync."""
+    kind = event.get("type")
+    if kind not in ("DELETED", "MODIFIED"):
+        return
+    meta = body.get("metadata", {})
+    namespace = meta.get("namespace", "")
+    owner = next((r.get("name") for r in meta.get("ownerReferences", []) if r.get("kind") == USER_KIND), None)
+    if not owner:
+        return
+    entry = _first(gw_users.get((namespace, owner), ()))
+    user = _user_view(entry) if entry is not None else None
+    if user is None or user.ref.deleting:
+        return
+    if kind == "MODIFIED":
+        import base64
+
+        raw = (body.get("data") or {}).get(naming.SECRET_API_KEY, "")
+        try:
+            value = base64.b64decode(raw).decode()
+        except (ValueError, UnicodeDecodeError):
+            value = ""
+        if looks_minted(value) and naming.key_id(naming.hash_key(value)) == user.status.key_id:
+            return
+    try:
+        await _reconcile_user(memo.services, namespace, owner, gw_tiers, gw_users)
+    except (kopf.TemporaryError, kopf.PermanentError) as error:
+        log.warning("reconcile of %s/%s after a Secret change failed: %s", namespace, owner, error)
+
+
+# --- tiers ----------------------------------------------------------------------------------------------
+
+
+def _tier_users(name: str, gw_users: kopf.Index[tuple[str, str], dict[str, Any]]) -> list[UserView]:
+    return [u for u in _all_users(gw_users) if u.spec.tier == name and not u.ref.deleting]
+
+
+async def _reconcile_tier(body: kopf.Body, name: str, memo: kopf.Memo, retry: int, users: int) -> TierView:
+    svc: Services = memo.services
+    ref = _ref(body)
+    current = GatewayTierStatus.model_validate(body.get("status") or {})
+    try:
+        spec = GatewayTierSpec.model_validate(body.get("spec") or {})
+    except ValidationError as error:
+        message = _validation_summary(error)
+        status = tier_service.tier_status(
+            current, ref.generation, users, "False", cond.INVALID_SPEC, message, current.team_id
+        )
+        async with _kopf_errors(retry):
+            await tier_service.write_tier_status(svc, ref, current, status)
+        raise kopf.PermanentError(f"invalid spec: {message}") from None
+
+    async def report(error: Exception) -> None:
+        status = tier_service.tier_status(
+            current, ref.generation, users, "False", cond.BACKEND_UNAVAILABLE, str(error), current.team_id
+        )
+        try:
+            await tier_service.write_tier_status(svc, ref, current, status)
+        except K8sError as write_error:
+            log.warning("could not record the failure on tier %s: %s", name, write_error)
+
+    async with _kopf_errors(retry, report):
+        await tier_service.reconcile_tier(svc, ref, spec, current, users)
+    return TierView(name=name, spec=spec, team_ready=True)
+
+
+@kopf.on.resume(GROUP, VERSION, TIER_PLURAL)  # type: ignore[arg-type]
+async def tier_resume(
+    body: kopf.Body,
+    name: str,
+    memo: kopf.Memo,
+    retry: int,
+    gw_users: kopf.Index[tuple[str, str], dict[str, Any]],
+    **_: Any,
+) -> None:
+    # Users resume on their own; no propagation needed here.
+    await _reconcile_tier(body, name, memo, retry, len(_tier_users(name, gw_users)))
+
+
+@kopf.on.create(GROUP, VERSION, TIER_PLURAL)
+@kopf.on.update(GROUP, VERSION, TIER_PLURAL)  # type: ignore[arg-type]
+async def tier_changed(
+    body: kopf.Body,
+    name: str,
+    memo: kopf.Memo,
+    retry: int,
+    gw_tiers: kopf.Index[str, dict[str, Any]],
+    gw_users: kopf.Index[tuple[str, str], dict[str, Any]],
+    **_: Any,
+) -> None:
+    users = _tier_users(name, gw_users)
+    tier = await _reconcile_tier(body, name, memo, retry, len(users))
+    # Propagate: every user of the tier gets the tier's new models and limits on its key.
+    results = await asyncio.gather(
+        *(
+            _reconcile_user(memo.services, u.ref.namespace or "", u.ref.name, gw_tiers, gw_users, 0, tier)
+            for u in users
+        ),
+        return_exceptions=True,
+    )
+    failed = [f"{u.ref.namespace}/{u.ref.name}" for u, r in zip(users, results, strict=True) if r is not None]
+    if failed:
+        raise kopf.TemporaryError(
+            f"tier {name} reconciled but {len(failed)} of its users are not yet: {', '.join(failed[:10])}",
+            delay=_delay(retry),
+        )
+
+
+@kopf.on.delete(GROUP, VERSION, TIER_PLURAL)  # type: ignore[arg-type]
+async def tier_delete(
+    body: kopf.Body,
+    name: str,
+    memo: kopf.Memo,
+    retry: int,
+    gw_users: kopf.Index[tuple[str, str], dict[str, Any]],
+    **_: Any,
+) -> None:
+    users = [f"{u.ref.namespace}/{u.ref.name}" for u in _tier_users(name, gw_users)]
+    current = GatewayTierStatus.model_validate(body.get("status") or {})
+    async with _kopf_errors(retry):
+        await tier_service.delete_tier(memo.services, _ref(body), current, users)
+
+
+@kopf.daemon(GROUP, VERSION, TIER_PLURAL, cancellation_timeout=10)  # type: ignore[arg-type]
+async def tier_resync(
+    name: str,
+    memo: kopf.Memo,
+    stopped: kopf.DaemonStopped,
+    gw_tiers: kopf.Index[str, dict[str, Any]],
+    gw_users: kopf.Index[tuple[str, str], dict[str, Any]],
+    logger: logging.Logger,
+    **_: Any,
+) -> None:
+    """Per tier, every RESYNC_INTERVAL_SECONDS: status sync, drift repair and orphan cleanup."""
+    svc: Services = memo.services
+    while not stopped:
+        await stopped.wait(svc.settings.resync_interval_seconds)
+        if stopped:
+            return
+        tier = _tier_view(name, gw_tiers)
+        if tier is None or not tier.team_ready:
+            continue
+        users = _all_users(gw_users)
+        by_alias = {naming.key_alias(u.ref.namespace or "", u.ref.name): u for u in users}
+
+        async def reconcile(user: UserView) -> None:
+            await _reconcile_user(svc, user.ref.namespace or "", user.ref.name, gw_tiers, gw_users)
+
+        try:
+            report = await sync_service.resync_tier(svc, tier, by_alias, reconcile)
+        except (LiteLLMError, K8sError) as error:
+            logger.warning(f"resync failed: {error}")
+            continue
+        await _refresh_tier_count(svc, name, gw_tiers, gw_users)
+        logger.debug(
+            f"resync: {report.keys} keys in {report.pages} page(s), {report.synced} synced, "
+            f"{report.status_writes} status writes, repaired {report.repaired}, "
+            f"orphans {report.orphans_deleted}"
+        )

@@ -1,0 +1,426 @@
+"""GatewayUser -> LiteLLM user + exactly one key + a Secret holding that key.
+
+Crash safety rests on one ordering rule: the key value is minted here and written to the Secret
+BEFORE LiteLLM learns about it. Whatever step the operator dies after, the next run finds one of:
+- Secret without a registered key          -> register the Secret's value;
+- Secret and a matching key under the alias -> nothing to do (or an update if fields drifted);
+- Secret and a different key under the alias (Secret lost and re-minted) -> rotate: retire the old key
+  (rename + block), register the Secret's value with the old spend, delete the old key;
+- a retired key without a live one (died mid-rotation) -> register, carrying the retired key's spend.
+Every write is preceded by a read and skipped when the actual state already matches.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gateway_operator import conditions as cond
+from gateway_operator import desired as want
+from gateway_operator import naming
+from gateway_operator.clients.kubernetes import K8sConflict, SecretView
+from gateway_operator.clients.litellm import Conflict, LiteLLMError
+from gateway_operator.models import (
+    API_VERSION,
+    MANAGED_BY,
+    USER_KIND,
+    USER_PLURAL,
+    ConditionStatus,
+    GatewayUserStatus,
+    KeyRecord,
+    TierView,
+    UserView,
+)
+from gateway_operator.services.core import Services, looks_minted, mint_key
+
+log = logging.getLogger(__name__)
+
+SECRET_COMPONENT = "user-key"
+
+
+# --- Secret helpers -------------------------------------------------------------------------------------
+
+
+def owner_references(user: UserView) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": API_VERSION,
+            "kind": USER_KIND,
+            "name": user.ref.name,
+            "uid": user.ref.uid,
+            "controller": True,
+        }
+    ]
+
+
+def is_ours(secret: SecretView, user: UserView) -> bool:
+    """Ours: labelled by us AND owned by a GatewayUser of this name (a previous incarnation's uid is
+    adopted, since its Secret would otherwise block the name forever)."""
+    if secret.labels.get(naming.LABEL_MANAGED_BY) != MANAGED_BY:
+        return False
+    return any(
+        ref.get("kind") == USER_KIND and ref.get("name") == user.ref.name for ref in secret.owner_references
+    )
+
+
+def secret_data(svc: Services, value: str) -> dict[str, str]:
+    base_url = svc.settings.public_url
+    return {
+        naming.SECRET_API_KEY: value,
+        naming.SECRET_BASE_URL: base_url,
+        naming.SECRET_OPENAI_API_KEY: value,
+        naming.SECRET_OPENAI_BASE_URL: base_url,
+    }
+
+
+def _labels() -> dict[str, str]:
+    return {naming.LABEL_MANAGED_BY: MANAGED_BY, naming.LABEL_COMPONENT: SECRET_COMPONENT}
+
+
+def _annotations(user: UserView) -> dict[str, str]:
+    assert user.ref.namespace is not None
+    return {
+        naming.ANNOTATION_USER: user.ref.name,
+        naming.ANNOTATION_KEY_ALIAS: naming.key_alias(user.ref.namespace, user.ref.name),
+    }
+
+
+def _secret_current(svc: Services, secret: SecretView, user: UserView) -> bool:
+    value = secret.data.get(naming.SECRET_API_KEY, "")
+    owners_ok = any(ref.get("uid") == user.ref.uid for ref in secret.owner_references)
+    labels_ok = all(secret.labels.get(k) == v for k, v in _labels().items())
+    return owners_ok and labels_ok and secret.data == secret_data(svc, value)
+
+
+async def write_secret(
+    svc: Services, user: UserView, name: str, value: str, existing: SecretView | None
+) -> SecretView:
+    assert user.ref.namespace is not None
+    kwargs: dict[str, Any] = {
+        "data": secret_data(svc, value),
+        "labels": _labels(),
+        "annotations": _annotations(user),
+        "owner_references": owner_references(user),
+    }
+    if existing is None:
+        return await svc.kube.create_secret(user.ref.namespace, name, **kwargs)
+    return await svc.kube.replace_secret(existing, **kwargs)
+
+
+# --- LiteLLM user -----------------------------------------------------------------------------------------
+
+
+async def ensure_litellm_user(svc: Services, desired: want.DesiredUser, *, fresh: bool) -> None:
+    if fresh:
+        try:
+            await svc.litellm.user_new(desired.create_body())
+            return
+        except Conflict:
+            pass  # exists already (earlier attempt, or a leftover): compare below
+    actual = await svc.litellm.user_info(desired.user_id)
+    if actual is None:
+        try:
+            await svc.litellm.user_new(desired.create_body())
+        except Conflict:
+            # /user/new also answers 409 for an existing email under another user_id.
+            raise
+        return
+    changes = want.user_changes(desired, actual)
+    if changes:
+        await svc.litellm.user_update(desired.user_id, changes)
+
+
+# --- the key ----------------------------------------------------------------------------------------------
+
+
+def _apply(record: KeyRecord, changes: dict[str, Any]) -> KeyRecord:
+    update = {k: (tuple(v) if isinstance(v, list) else v) for k, v in changes.items()}
+    return record.model_copy(update=update)
+
+
+async def _generate(svc: Services, desired: want.DesiredKey, value: str, spend: float = 0.0) -> KeyRecord:
+    record = await svc.litellm.key_generate(desired.generate_body(value, spend=spend))
+    token = record.token or naming.hash_key(value)
+    return record.model_copy(update={"token": token, "spend": spend})
+
+
+async def _rotate(
+    svc: Services, user: UserView, desired: want.DesiredKey, old: KeyRecord, value: str
+) -> KeyRecord:
+    """Replace ``old`` (under our alias) by the Secret's ``value``, keeping spend; old ends revoked."""
+    assert old.token is not None
+    retired = naming.retired_alias(desired.key_alias)
+    try:
+        await svc.litellm.key_update(old.token, {"key_alias": retired, "blocked": True})
+    except Conflict:
+        # A retired key from an interrupted earlier rotation holds the alias; its spend was carried
+        # over already (it is only left behind after the new key exists).
+        await svc.litellm.key_delete(aliases=[retired])
+        await svc.litellm.key_update(old.token, {"key_alias": retired, "blocked": True})
+    record = await _generate(svc, desired, value, spend=old.spend)
+    await svc.litellm.key_delete(tokens=[old.token])
+    svc.events(
+        USER_KIND,
+        user.ref,
+        "Normal",
+        "KeyRotated",
+        f"key {naming.key_id(old.token)} revoked and replaced by {naming.key_id(record.token)} "
+        f"(spend {old.spend:.4f} USD carried over)",
+    )
+    return record
+
+
+async def ensure_key(
+    svc: Services,
+    user: UserView,
+    desired: want.DesiredKey,
+    secret_name: str,
+    secret: SecretView | None,
+) -> tuple[KeyRecord, SecretView]:
+    """Converge to one live key under the alias whose value is the one in the Secret."""
+    value = secret.data.get(naming.SECRET_API_KEY) if secret is not None else None
+    fresh = user.status.key_id is None
+    if not looks_minted(value):
+        value = mint_key()
+        secret = await write_secret(svc, user, secret_name, value, secret)
+        if fresh:
+            try:
+                record = await _generate(svc, desired, value)
+            except Conflict:
+                pass  # the alias holds a key after all: handled below like a lost Secret
+            else:
+                svc.events(
+                    USER_KIND,
+                    user.ref,
+                    "Normal",
+                    "KeyCreated",
+                    f"key {naming.key_id(record.token)} created; Secret {secret_name} holds it",
+                )
+                return record, secret
+    assert value is not None and secret is not None
+    token = naming.hash_key(value)
+
+    current = await svc.litellm.key_by_alias(desired.key_alias)
+    if current is not None and current.token == token:
+        changes = want.key_changes(desired, current)
+        if changes:
+            await svc.litellm.key_update(token, changes)
+            current = _apply(current, changes)
+            svc.events(
+                USER_KIND,
+                user.ref,
+                "Normal",
+                "KeyUpdated",
+                f"key {naming.key_id(token)} updated: {', '.join(sorted(changes))}",
+            )
+        return current, secret
+    if current is not None:
+        return await _rotate(svc, user, desired, current, value), secret
+
+    # Nothing under the alias. Is the Secret's value known to LiteLLM at all?
+    known = await svc.litellm.key_info(token)
+    if known is not None and known.status != "deleted":
+        # Registered under another alias or user (changed in LiteLLM's UI): take it back.
+        changes = want.key_changes(desired, known)
+        if changes:
+            await svc.litellm.key_update(token, changes)
+        svc.events(
+            USER_KIND,
+            user.ref,
+            "Warning",
+            "KeyRepaired",
+            f"key {naming.key_id(token)} had drifted ({', '.join(sorted(changes))}); restored",
+        )
+        return _apply(known, changes), secret
+    if known is not None:
+        # Deleted in LiteLLM (e.g. revoked in the UI): never resurrect that value; mint a new one.
+        value = mint_key()
+        secret = await write_secret(svc, user, secret_name, value, secret)
+        record = await _generate(svc, desired, value, spend=known.spend)
+        svc.events(
+            USER_KIND,
+            user.ref,
+            "Warning",
+            "KeyRecreated",
+            f"key {naming.key_id(token)} was deleted in LiteLLM; new key {naming.key_id(record.token)}",
+        )
+        return record, secret
+
+    # Never registered (the operator died after writing the Secret), maybe mid-rotation.
+    retired = await svc.litellm.key_by_alias(naming.retired_alias(desired.key_alias))
+    record = await _generate(svc, desired, value, spend=retired.spend if retired else 0.0)
+    if retired is not None and retired.token:
+        await svc.litellm.key_delete(tokens=[retired.token])
+    svc.events(
+        USER_KIND,
+        user.ref,
+        "Normal",
+        "KeyCreated",
+        f"key {naming.key_id(record.token)} registered; Secret {secret_name} holds it",
+    )
+    return record, secret
+
+
+# --- reconcile / delete -----------------------------------------------------------------------------------
+
+
+def _ready_status(
+    user: UserView,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    **fields: Any,
+) -> GatewayUserStatus:
+    base = user.status.model_dump(by_alias=False)
+    base.update(fields)
+    base["conditions"] = cond.set_condition(
+        user.status.conditions, cond.READY, status, reason, message, user.ref.generation
+    )
+    base["observed_generation"] = user.ref.generation
+    return GatewayUserStatus.model_validate(base)
+
+
+def status_from_key(user: UserView, tier: TierView, secret_name: str, key: KeyRecord) -> GatewayUserStatus:
+    ready, reason, message = cond.user_ready(
+        suspended=bool(key.blocked), spend=key.spend, max_budget=key.max_budget, secret_name=secret_name
+    )
+    reset = key.budget_reset_at.isoformat().replace("+00:00", "Z") if key.budget_reset_at else None
+    return _ready_status(
+        user,
+        ready,
+        reason,
+        message,
+        tier=tier.name,
+        key_alias=key.key_alias,
+        key_id=naming.key_id(key.token),
+        secret_name=secret_name,
+        spend_usd=round(key.spend, 6),
+        max_budget_usd=key.max_budget,
+        budget_reset_at=reset or user.status.budget_reset_at,
+        rpm_limit=key.rpm_limit,
+        tpm_limit=key.tpm_limit,
+        models=tuple(sorted(key.models)),
+    )
+
+
+def not_ready(user: UserView, reason: str, message: str) -> GatewayUserStatus:
+    return _ready_status(user, "False", reason, message)
+
+
+async def write_status(svc: Services, user: UserView, status: GatewayUserStatus) -> bool:
+    """Patch status only when it differs from what the object carries (True if written)."""
+    new = status.to_k8s()
+    old = user.status.to_k8s()
+    new.pop("lastSyncTime", None)
+    old.pop("lastSyncTime", None)
+    if new == old:
+        return False
+    new["lastSyncTime"] = cond.now_iso()
+    return await svc.kube.patch_status(USER_PLURAL, user.ref.name, user.ref.namespace, new)
+
+
+async def reconcile_user(
+    svc: Services,
+    user: UserView,
+    tier: TierView | None,
+    *,
+    email_owner: str | None = None,
+) -> GatewayUserStatus:
+    """Converge one GatewayUser and write its status. ``email_owner`` names another GatewayUser that
+    already holds this email (each email maps to one LiteLLM user, owned by one GatewayUser)."""
+    assert user.ref.namespace is not None
+    alias = naming.key_alias(user.ref.namespace, user.ref.name)
+    secret_name = naming.secret_name(user.ref.name, user.spec.secret_name)
+
+    if tier is None:
+        status = not_ready(user, cond.TIER_NOT_FOUND, f"GatewayTier {user.spec.tier!r} does not exist")
+    elif not tier.team_ready:
+        status = not_ready(user, cond.TIER_NOT_READY, f"GatewayTier {tier.name!r} is not provisioned yet")
+    elif email_owner is not None:
+        status = not_ready(
+            user, cond.EMAIL_CONFLICT, f"email {user.spec.email} already belongs to GatewayUser {email_owner}"
+        )
+    else:
+        status = await _converge(svc, user, tier, alias, secret_name)
+    if await write_status(svc, user, status):
+        condition = cond.get_condition(status.conditions, cond.READY)
+        previous = cond.get_condition(user.status.conditions, cond.READY)
+        if (
+            condition
+            and condition.status == "False"
+            and (previous is None or previous.reason != condition.reason)
+        ):
+            svc.events(USER_KIND, user.ref, "Warning", condition.reason, condition.message)
+    return status
+
+
+async def _converge(
+    svc: Services, user: UserView, tier: TierView, alias: str, secret_name: str
+) -> GatewayUserStatus:
+    assert user.ref.namespace is not None
+    secret = await svc.kube.get_secret(user.ref.namespace, secret_name)
+    if secret is not None and not is_ours(secret, user):
+        return not_ready(
+            user,
+            cond.SECRET_CONFLICT,
+            f"Secret {secret_name} exists and is not managed by this GatewayUser; "
+            "delete it or set spec.secretName to another name",
+        )
+    if secret is not None and secret.deleting:
+        raise K8sConflict(f"Secret {secret_name} is being deleted")
+
+    await ensure_litellm_user(
+        svc, want.desired_user(user.spec, tier.spec, tier.name), fresh=user.status.key_id is None
+    )
+    key, secret = await ensure_key(
+        svc, user, want.desired_key(user.ref, user.spec, tier.spec), secret_name, secret
+    )
+    if not _secret_current(svc, secret, user):
+        secret = await write_secret(svc, user, secret_name, secret.data[naming.SECRET_API_KEY], secret)
+    await _drop_old_secret(svc, user, secret_name)
+    return status_from_key(user, tier, secret_name, key)
+
+
+async def _drop_old_secret(svc: Services, user: UserView, secret_name: str) -> None:
+    """After spec.secretName changed, delete the Secret we wrote under the previous name."""
+    old_name = user.status.secret_name
+    if not old_name or old_name == secret_name:
+        return
+    assert user.ref.namespace is not None
+    old = await svc.kube.get_secret(user.ref.namespace, old_name)
+    if old is not None and is_ours(old, user):
+        await svc.kube.delete_secret(user.ref.namespace, old_name, uid=old.uid)
+
+
+async def delete_user(svc: Services, user: UserView, *, delete_litellm_user: bool = True) -> None:
+    """Finalizer: the key (and any retired one), the LiteLLM user, then our Secret(s)."""
+    assert user.ref.namespace is not None
+    alias = naming.key_alias(user.ref.namespace, user.ref.name)
+    await svc.litellm.key_delete(aliases=[alias, naming.retired_alias(alias)])
+    if delete_litellm_user:
+        await svc.litellm.user_delete([naming.user_id(user.spec.email)])
+    names = {naming.secret_name(user.ref.name, user.spec.secret_name)}
+    if user.status.secret_name:
+        names.add(user.status.secret_name)
+    for name in sorted(names):
+        secret = await svc.kube.get_secret(user.ref.namespace, name)
+        if secret is not None and is_ours(secret, user):
+            await svc.kube.delete_secret(user.ref.namespace, name, uid=secret.uid)
+
+
+async def report_error(svc: Services, user: UserView, error: Exception) -> None:
+    """Ready=False with the reason of a failed reconcile (best effort: the backend may be what failed)."""
+    from gateway_operator.clients.litellm import BackendUnavailable, Unauthorized
+
+    if isinstance(error, BackendUnavailable | Unauthorized):
+        reason = cond.BACKEND_UNAVAILABLE
+    elif isinstance(error, LiteLLMError):
+        reason = cond.BACKEND_REJECTED
+    else:
+        reason = cond.RECONCILING
+    try:
+        await write_status(svc, user, not_ready(user, reason, str(error)))
+    except Exception as write_error:  # the status is informative; the retry is what matters
+        log.warning(
+            "could not record %s on %s/%s: %s", reason, user.ref.namespace, user.ref.name, write_error
+        )

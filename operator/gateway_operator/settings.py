@@ -1,0 +1,62 @@
+"""Operator configuration from the environment (the chart sets these; the master key comes from a Secret)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    litellm_admin_url: str = Field(
+        default="http://127.0.0.1:4000", validation_alias=AliasChoices("LITELLM_ADMIN_URL")
+    )
+    litellm_master_key: SecretStr = Field(
+        default=SecretStr(""), validation_alias=AliasChoices("LITELLM_MASTER_KEY")
+    )
+    # Base URL written into every user Secret (what apps use as OPENAI_BASE_URL).
+    gateway_public_url: str = Field(
+        default="", validation_alias=AliasChoices("GATEWAY_PUBLIC_URL", "LLM_GATEWAY_URL")
+    )
+    # Comma-separated namespaces to watch for GatewayUsers; empty means all namespaces.
+    watch_namespaces: str = Field(default="", validation_alias=AliasChoices("WATCH_NAMESPACES"))
+    litellm_max_concurrency: int = Field(
+        default=10, ge=1, le=1000, validation_alias=AliasChoices("LITELLM_MAX_CONCURRENCY")
+    )
+    litellm_timeout_seconds: float = Field(
+        default=15.0, gt=0, validation_alias=AliasChoices("LITELLM_TIMEOUT_SECONDS")
+    )
+    litellm_retries: int = Field(default=4, ge=0, le=20, validation_alias=AliasChoices("LITELLM_RETRIES"))
+    litellm_backoff_seconds: float = Field(
+        default=0.5, ge=0, validation_alias=AliasChoices("LITELLM_BACKOFF_SECONDS")
+    )
+    resync_interval_seconds: float = Field(
+        default=300.0, ge=1, validation_alias=AliasChoices("RESYNC_INTERVAL_SECONDS")
+    )
+    # Keys of our own that no GatewayUser accounts for are deleted only after this age (creation races).
+    orphan_grace_seconds: float = Field(
+        default=120.0, ge=0, validation_alias=AliasChoices("ORPHAN_GRACE_SECONDS")
+    )
+    health_host: str = Field(default="0.0.0.0", validation_alias=AliasChoices("HEALTH_HOST"))
+    health_port: int = Field(default=8080, ge=0, le=65535, validation_alias=AliasChoices("HEALTH_PORT"))
+    log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
+    # Kopf peering name; empty runs standalone (a single replica, which is what the chart deploys).
+    peering: str = Field(default="", validation_alias=AliasChoices("KOPF_PEERING"))
+
+    @field_validator("litellm_admin_url", "gateway_public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [ns.strip() for ns in self.watch_namespaces.split(",") if ns.strip()]
+
+    @property
+    def public_url(self) -> str:
+        return self.gateway_public_url or f"{self.litellm_admin_url}/v1"
+
+
+def load() -> Settings:
+    return Settings()
