@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway_operator import naming
@@ -108,6 +109,12 @@ class DesiredKey:
             "metadata": dict(self.metadata),
             "allowed_routes": list(self.allowed_routes),
         }
+
+
+def next_budget_reset(now: datetime) -> datetime:
+    """When a "1mo" budget resets: 00:00 UTC on the 1st of the next month (LiteLLM's default timezone)."""
+    year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
+    return datetime(year, month, 1, tzinfo=UTC)
 
 
 def effective_budget(user: GatewayUserSpec, tier: GatewayTierSpec) -> float:

@@ -13,6 +13,7 @@ Every write is preceded by a read and skipped when the actual state already matc
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway_operator import conditions as cond
@@ -202,6 +203,10 @@ async def ensure_key(
 
     current = await svc.litellm.key_by_alias(desired.key_alias)
     if current is not None and current.token == token:
+        if user.status.key_id != naming.key_id(token):
+            # Status lags the key: we died right after creating or rotating it. A rotation may have
+            # left its retired key behind (renamed and blocked, spend already carried over).
+            await svc.litellm.key_delete(aliases=[naming.retired_alias(desired.key_alias)])
         changes = want.key_changes(desired, current)
         if changes:
             await svc.litellm.key_update(token, changes)
@@ -284,7 +289,12 @@ def status_from_key(user: UserView, tier: TierView, secret_name: str, key: KeyRe
     ready, reason, message = cond.user_ready(
         suspended=bool(key.blocked), spend=key.spend, max_budget=key.max_budget, secret_name=secret_name
     )
-    reset = key.budget_reset_at.isoformat().replace("+00:00", "Z") if key.budget_reset_at else None
+    reset_at = key.budget_reset_at
+    if reset_at is None and not user.status.budget_reset_at and key.budget_duration == want.BUDGET_DURATION:
+        reset_at = want.next_budget_reset(datetime.now(UTC))  # /key/generate does not return it
+    if reset_at is not None and reset_at.tzinfo is None:
+        reset_at = reset_at.replace(tzinfo=UTC)
+    reset = reset_at.isoformat().replace("+00:00", "Z") if reset_at else None
     return _ready_status(
         user,
         ready,
@@ -368,6 +378,8 @@ async def _converge(
         )
     if secret is not None and secret.deleting:
         raise K8sConflict(f"Secret {secret_name} is being deleted")
+    if secret is None:
+        secret = await _move_secret(svc, user, secret_name)
 
     await ensure_litellm_user(
         svc, want.desired_user(user.spec, tier.spec, tier.name), fresh=user.status.key_id is None
@@ -379,6 +391,18 @@ async def _converge(
         secret = await write_secret(svc, user, secret_name, secret.data[naming.SECRET_API_KEY], secret)
     await _drop_old_secret(svc, user, secret_name)
     return status_from_key(user, tier, secret_name, key)
+
+
+async def _move_secret(svc: Services, user: UserView, secret_name: str) -> SecretView | None:
+    """spec.secretName changed: carry the key value over to the new name (same key, no rotation)."""
+    old_name = user.status.secret_name
+    if not old_name or old_name == secret_name:
+        return None
+    assert user.ref.namespace is not None
+    old = await svc.kube.get_secret(user.ref.namespace, old_name)
+    if old is None or not is_ours(old, user) or not looks_minted(old.data.get(naming.SECRET_API_KEY)):
+        return None
+    return await write_secret(svc, user, secret_name, old.data[naming.SECRET_API_KEY], None)
 
 
 async def _drop_old_secret(svc: Services, user: UserView, secret_name: str) -> None:
