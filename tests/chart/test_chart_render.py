@@ -247,6 +247,17 @@ def test_config_is_the_shared_file_plus_only_redis_coordination(value_set: str) 
     }
 
 
+def test_public_health_hook_is_shipped_and_loaded(value_set: str) -> None:
+    r = rendered(value_set)
+    config_map = r.one("ConfigMap", "-litellm-config")
+    assert config_map["data"]["gateway_asgi.py"] == (CHART / "files" / "gateway_asgi.py").read_text()
+    env = env_of(litellm_container(r))
+    assert env["LITELLM_WORKER_STARTUP_HOOKS"]["value"] == "gateway_asgi:install"
+    assert env["PYTHONPATH"]["value"] == "/etc/litellm"
+    mounts = {m["name"]: m["mountPath"] for m in litellm_container(r)["volumeMounts"]}
+    assert mounts["config"] == "/etc/litellm"
+
+
 def test_config_change_rolls_the_litellm_pods() -> None:
     base = rendered("default").one("Deployment", "-litellm")
     other = render(VALUE_SETS["default"], {"litellm.redis.enabled": "true", "litellm.redis.host": "r"})
@@ -381,7 +392,11 @@ def test_operator_rbac_is_least_privilege(value_set: str) -> None:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
         assert "escalate" not in rule["verbs"] and "bind" not in rule["verbs"]
     secrets = [(scope, set(rule["verbs"])) for _, scope, rule in rules if "secrets" in rule["resources"]]
-    assert secrets and all(verbs == {"get", "create", "patch", "update", "delete"} for _, verbs in secrets)
+    # Exactly what clients/kubernetes.py calls (read/create/replace/delete) plus kopf's watch of the
+    # operator's labelled Secrets (handlers.user_secret_event).
+    assert secrets and all(
+        verbs == {"get", "list", "watch", "create", "update", "delete"} for _, verbs in secrets
+    )
     granted = {(g, res) for _, _, rule in rules for g in rule["apiGroups"] for res in rule["resources"]}
     assert granted <= {
         ("llmgateway.io", "gatewaytiers"),
