@@ -114,12 +114,15 @@ class RuleOutcome:
     checkable: bool = True
 
 
-_ENV = celpy.Environment()
+@cache
+def _environment() -> celpy.Environment:
+    return celpy.Environment()  # builds the CEL parser: ~1 s, so only when a rule is evaluated
 
 
 @cache
 def _program(expression: str) -> celpy.Runner:
-    return _ENV.program(_ENV.compile(expression), functions=FUNCTIONS)
+    env = _environment()
+    return env.program(env.compile(expression), functions=FUNCTIONS)
 
 
 def is_transition_rule(rule: dict[str, Any]) -> bool:

@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 import httpx
 import typer
 
-from gateway_operator.cli import kube
 from gateway_operator.cli.common import handle_errors, options, run
 from gateway_operator.cli.errors import EXIT_OK, EXIT_PROBLEMS, CliError
 from gateway_operator.cli.gateway import LiteLLM
@@ -44,6 +43,8 @@ async def _kubernetes_checks(
 ) -> tuple[list[Check], set[str]]:
     checks: list[Check] = []
     try:
+        from gateway_operator.cli import kube  # lazy: the client takes ~2 s to import
+
         async with kube.connect(context) as k8s:
             missing = [p for p in (TIER_PLURAL, USER_PLURAL) if not await k8s.crd_installed(p)]
             if missing:

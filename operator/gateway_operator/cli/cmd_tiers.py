@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gateway_operator.cli import kube, resources
+from gateway_operator.cli import resources
 from gateway_operator.cli.common import handle_errors, options, run
 from gateway_operator.cli.errors import CliError
 from gateway_operator.cli.manifests import object_ref, to_yaml
@@ -48,6 +48,8 @@ def list_tiers(
 
 
 async def _tier_rows(context: str | None) -> list[dict[str, Any]]:
+    from gateway_operator.cli import kube  # lazy: the client takes ~2 s to import
+
     async with kube.connect(context) as k8s:
         tiers = await k8s.list_tiers()
     return [tier_row(t) for t in sorted(tiers, key=lambda t: t["metadata"]["name"])]
@@ -102,5 +104,7 @@ def apply_tiers(
 
 
 async def _apply(context: str | None, objs: list[dict[str, Any]]) -> list[str]:
+    from gateway_operator.cli import kube  # lazy: the client takes ~2 s to import
+
     async with kube.connect(context) as k8s:
         return [await k8s.apply(obj) for obj in objs]

@@ -17,7 +17,6 @@ from typing import Annotated, Any
 import typer
 
 from gateway_operator import naming
-from gateway_operator.cli import kube
 from gateway_operator.cli.common import handle_errors, options, run
 from gateway_operator.cli.errors import CliError
 from gateway_operator.cli.gateway import LiteLLM
@@ -201,6 +200,8 @@ def usage(
 async def _cluster(
     context: str | None, namespace: str | None
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    from gateway_operator.cli import kube  # lazy: the client takes ~2 s to import
+
     async with kube.connect(context) as k8s:
         users = await k8s.list_users(namespace)
         tiers = {t["metadata"]["name"]: t for t in await k8s.list_tiers()}

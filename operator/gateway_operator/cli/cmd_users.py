@@ -5,23 +5,27 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gateway_operator import naming
-from gateway_operator.cli import kube, resources
+from gateway_operator.cli import resources
 from gateway_operator.cli.common import handle_errors, options, run
 from gateway_operator.cli.csvimport import CsvProblem, CsvResult, CsvUser, parse_users_csv
 from gateway_operator.cli.emails import email_problem
 from gateway_operator.cli.errors import CliError
+from gateway_operator.cli.kubeconfig import context_namespace
 from gateway_operator.cli.manifests import gateway_user, object_ref, to_yaml
 from gateway_operator.cli.names import is_dns1123_subdomain, name_for_email, normalize_email
 from gateway_operator.cli.output import Column, Format, console, emit, money
 from gateway_operator.cli.validate import Document, Report, Validator, schemas_from_crds
 from gateway_operator.cli.views import user_row
 from gateway_operator.models import TIER_KIND, USER_KIND
+
+if TYPE_CHECKING:
+    from gateway_operator.cli.kube import Kube
 
 app = typer.Typer(
     help="GatewayUsers: add one, import a CSV, list them with spend and budget.", no_args_is_help=True
@@ -85,7 +89,7 @@ def add(
         )
     tier = tier.strip().lower()
     opts = options(ctx)
-    ns = namespace or kube.context_namespace(opts.context)
+    ns = namespace or context_namespace(opts.context)
     obj = gateway_user(name=object_name, namespace=ns, email=email, tier=tier, display_name=display_name)
     report = _offline_problems([obj])
     if report.errors:
@@ -106,6 +110,8 @@ def add(
 async def _add(
     context: str | None, obj: dict[str, Any], default_ns: bool, wait: bool, timeout: float
 ) -> tuple[str, dict[str, Any] | None]:
+    from gateway_operator.cli import kube  # lazy: the client takes ~2 s to import
+
     async with kube.connect(context) as k8s:
         if default_ns:
             obj["metadata"]["namespace"] = k8s.namespace
@@ -125,7 +131,7 @@ async def _add(
         return result, await _wait_ready(k8s, obj, timeout)
 
 
-async def _check_email_free(k8s: kube.Kube, obj: dict[str, Any]) -> None:
+async def _check_email_free(k8s: Kube, obj: dict[str, Any]) -> None:
     email = normalize_email(obj["spec"]["email"])
     meta = obj["metadata"]
     for other in await k8s.list_users(None):
@@ -139,7 +145,7 @@ async def _check_email_free(k8s: kube.Kube, obj: dict[str, Any]) -> None:
             )
 
 
-async def _wait_ready(k8s: kube.Kube, obj: dict[str, Any], timeout: float) -> dict[str, Any]:
+async def _wait_ready(k8s: Kube, obj: dict[str, Any], timeout: float) -> dict[str, Any]:
     meta = obj["metadata"]
     deadline = asyncio.get_running_loop().time() + timeout
     current: dict[str, Any] | None = None
@@ -230,7 +236,7 @@ def import_csv(
     if apply:
         run(_import_apply(opts.context, data, source, namespace))
         return
-    ns = namespace or kube.context_namespace(opts.context)
+    ns = namespace or context_namespace(opts.context)
     result, objs = _parse_and_build(data, source, ns, _known_tiers_offline(tiers or []))
     if out is None:
         _preview(result.users, ns)
@@ -297,6 +303,8 @@ def _preview(users: list[CsvUser], namespace: str) -> None:
 
 
 async def _import_apply(context: str | None, data: bytes, source: str, namespace: str | None) -> None:
+    from gateway_operator.cli import kube  # lazy: the client takes ~2 s to import
+
     async with kube.connect(context) as k8s:
         ns = namespace or k8s.namespace
         cluster_tiers = {t["metadata"]["name"] for t in await k8s.list_tiers()}
@@ -398,6 +406,8 @@ def list_users(
 async def _list_rows(
     context: str | None, namespace: str | None, all_namespaces: bool
 ) -> list[dict[str, Any]]:
+    from gateway_operator.cli import kube  # lazy: the client takes ~2 s to import
+
     async with kube.connect(context) as k8s:
         ns = None if all_namespaces else (namespace or k8s.namespace)
         users = await k8s.list_users(ns)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from gateway_operator.cli import kube, resources
+from gateway_operator.cli import resources
 from gateway_operator.cli.common import handle_errors, options, run
 from gateway_operator.cli.errors import EXIT_OK, EXIT_PROBLEMS, CliError
 from gateway_operator.cli.output import console
@@ -60,7 +60,7 @@ def validate(
     validator = Validator(schemas_from_crds(resources.load_crds(crds)), served, cluster_tiers)
     report = validate_paths(validator, paths)
     out = console()
-    for finding in report.findings:
+    for finding in sorted(report.findings, key=lambda f: (f.source, -1 if f.doc is None else f.doc)):
         out.print(finding.github() if fmt is Style.github else finding.format(), markup=False, soft_wrap=True)
     failed = bool(report.errors) or (strict and bool(report.warnings))
     verdict = "FAILED" if failed else "OK"
@@ -73,5 +73,7 @@ def validate(
 
 
 async def _cluster_tiers(context: str | None) -> set[str]:
+    from gateway_operator.cli import kube  # lazy: the client takes ~2 s to import
+
     async with kube.connect(context) as k8s:
         return {t["metadata"]["name"] for t in await k8s.list_tiers()}

@@ -233,15 +233,3 @@ async def connect(context: str | None = None) -> AsyncIterator[Kube]:
         ) from error
     finally:
         await api.close()
-
-
-def context_namespace(context: str | None = None) -> str:
-    """The namespace of the kubeconfig context without connecting (for offline output); "default"."""
-    try:
-        contexts, active = config.list_kube_config_contexts(
-            (os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")).split(os.pathsep)[0]
-        )
-    except (ConfigException, FileNotFoundError, OSError, TypeError):
-        return "default"
-    chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
-    return str(((chosen or {}).get("context") or {}).get("namespace") or "default")

@@ -213,6 +213,17 @@ def _schema_message(error: jsonschema.ValidationError) -> tuple[FieldPath, str]:
         return path, f"unsupported value {error.instance!r}: must be one of {choices}"
     if error.validator == "pattern":
         return path, f"invalid value {error.instance!r}: must match {error.validator_value}"
+    limit = error.validator_value
+    bounds = {
+        "minimum": f"must be greater than or equal to {limit}",
+        "maximum": f"must be less than or equal to {limit}",
+        "minItems": f"must have at least {limit} item(s)",
+        "maxItems": f"must have at most {limit} item(s)",
+        "minLength": f"must be at least {limit} character(s) long",
+        "maxLength": f"must be at most {limit} character(s) long",
+    }
+    if error.validator in bounds:
+        return path, f"invalid value {error.instance!r}: {bounds[str(error.validator)]}"
     if error.validator == "format":
         return path, f"invalid value {error.instance!r}: not a valid {error.validator_value}"
     return path, error.message
