@@ -97,8 +97,23 @@ class Rendered:
                 yield f"{owner}/{container['name']}", container, spec
 
 
+class StrictLoader(yaml.SafeLoader):
+    """YAML as the apiserver's decoder reads it: a key defined twice in a mapping is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse(text: str) -> Rendered:
-    return Rendered([doc for doc in yaml.safe_load_all(text) if doc])
+    return Rendered([doc for doc in yaml.load_all(text, Loader=StrictLoader) if doc])
 
 
 def render(

@@ -38,15 +38,21 @@
 {{- end -}}
 
 {{/* Labels --------------------------------------------------------------------------------------- */}}
-{{- define "llm-gateway.labels" -}}
+{{- define "llm-gateway.baseLabels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 app.kubernetes.io/part-of: llm-gateway
-app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- with .Values.commonLabels }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/* Labels of objects that belong to no component (default tiers). */}}
+{{- define "llm-gateway.labels" -}}
+{{ include "llm-gateway.baseLabels" . }}
+app.kubernetes.io/name: {{ include "llm-gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{/* Selector labels of one component: (dict "ctx" $ "component" "litellm") */}}
@@ -57,7 +63,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{- define "llm-gateway.componentLabels" -}}
-{{ include "llm-gateway.labels" .ctx }}
+{{ include "llm-gateway.baseLabels" .ctx }}
 {{ include "llm-gateway.selectorLabels" . }}
 {{- end -}}
 
