@@ -1,0 +1,85 @@
+"""The kopf layer's one error-mapping place, invalid specs and email ownership (no cluster needed: the
+handlers' helpers take the indexes as plain mappings)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+import pytest
+
+from gateway_operator import handlers
+from gateway_operator.models import USER_PLURAL, GatewayUserSpec, ObjectRef, UserView
+from tests.unit.test_services_users import NAME, NS, UID, World
+
+TIERS = {
+    "coding": [
+        {
+            "spec": {"monthlyBudgetUSD": 20, "rpmLimit": 50, "models": ["model-balanced"]},
+            "status": {"teamId": "llmgw-tier-coding"},
+        }
+    ]
+}
+
+
+def put_user(world: World, spec: dict[str, Any]) -> None:
+    world.kube.objects[(USER_PLURAL, NS, NAME)] = {
+        "apiVersion": "llmgateway.io/v1alpha1",
+        "kind": "GatewayUser",
+        "metadata": {"name": NAME, "namespace": NS, "uid": UID, "generation": 1, "creationTimestamp": "t"},
+        "spec": spec,
+    }
+
+
+async def run(world: World, users: dict[Any, Any] | None = None) -> None:
+    await handlers._reconcile_user(world.svc, NS, NAME, TIERS, users or {})  # type: ignore[arg-type]
+
+
+async def test_invalid_spec_is_permanent_with_zero_litellm_calls() -> None:
+    world = World()
+    put_user(world, {"email": "not-an-email", "tier": "coding"})
+    with pytest.raises(kopf.PermanentError, match=r"spec\.email"):
+        await run(world)
+    assert world.litellm.reads == [] and world.litellm.writes == []
+    condition = world.kube.statuses[(USER_PLURAL, NS, NAME)]["conditions"][0]
+    assert (condition["status"], condition["reason"]) == ("False", "InvalidSpec")
+
+
+async def test_backend_down_is_a_temporary_error_with_a_condition() -> None:
+    world = World()
+    put_user(world, {"email": "alice@company.com", "tier": "coding"})
+    world.litellm.down = True
+    with pytest.raises(kopf.TemporaryError) as caught:
+        await run(world)
+    assert caught.value.delay == 1
+    condition = world.kube.statuses[(USER_PLURAL, NS, NAME)]["conditions"][0]
+    assert (condition["status"], condition["reason"]) == ("False", "BackendUnavailable")
+    world.litellm.down = False
+    await run(world)
+    assert world.kube.statuses[(USER_PLURAL, NS, NAME)]["conditions"][0]["status"] == "True"
+
+
+async def test_rejected_request_is_permanent() -> None:
+    world = World()
+    put_user(world, {"email": "alice@company.com", "tier": "coding"})
+    world.litellm.fail_with = [422]
+    with pytest.raises(kopf.PermanentError):
+        await run(world)
+    assert world.kube.statuses[(USER_PLURAL, NS, NAME)]["conditions"][0]["reason"] == "BackendRejected"
+
+
+def view(name: str, namespace: str, email: str, created: str, uid: str) -> UserView:
+    return UserView(
+        ref=ObjectRef(name=name, namespace=namespace, uid=uid, creation_timestamp=created),
+        spec=GatewayUserSpec(email=email, tier="coding"),
+    )
+
+
+def test_the_oldest_gateway_user_owns_an_email() -> None:
+    first = view("a", "ns1", "Same@x.io", "2026-01-01T00:00:00Z", "1")
+    second = view("b", "ns2", "same@x.io", "2026-01-02T00:00:00Z", "2")
+    other = view("c", "ns2", "other@x.io", "2025-01-01T00:00:00Z", "3")
+    everyone = [first, second, other]
+    assert handlers._email_owner(first, everyone) is None
+    assert handlers._email_owner(second, everyone) == "ns1/a"
+    assert handlers._email_owner(other, everyone) is None
