@@ -191,6 +191,20 @@ def test_invalid_yaml_is_reported_with_its_line() -> None:
     parse_documents("a: 1\n---\nb: [unclosed\nc: 2\n", "broken.yaml", report)
     assert len(report.findings) == 1
     assert report.findings[0].format().startswith("broken.yaml:1: -: -: invalid YAML at line")
+    assert report.findings[0].severity == "warning"  # not one of ours: a template, say
+    ours = Report()
+    parse_documents("apiVersion: llmgateway.io/v1alpha1\nkind: [x\n", "ours.yaml", ours)
+    assert [f.severity for f in ours.findings] == ["error"]
+
+
+def test_a_folder_walk_skips_hidden_folders(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "x.yaml").write_text("a: [")
+    (tmp_path / "node_modules").mkdir()
+    (tmp_path / "node_modules" / "y.yml").write_text("a: [")
+    (tmp_path / "tiers.yaml").write_text(TIER)
+    result = runner.invoke(app, ["validate", str(tmp_path)])
+    assert result.exit_code == 0 and "OK: 1 file(s), 1 tier(s)" in result.output
 
 
 @pytest.fixture

@@ -65,7 +65,7 @@ def validate(
     failed = bool(report.errors) or (strict and bool(report.warnings))
     verdict = "FAILED" if failed else "OK"
     out.print(
-        f"{verdict}: {len(files)} file(s), {report.tiers} tier(s), {report.users} user(s); "
+        f"{verdict}: {report.files} file(s), {report.tiers} tier(s), {report.users} user(s); "
         f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)",
         markup=False,
     )

@@ -95,6 +95,7 @@ class Document:
 class Report:
     findings: list[Finding] = field(default_factory=list)
     documents: int = 0
+    files: int = 0
     tiers: int = 0
     users: int = 0
 
@@ -110,12 +111,22 @@ class Report:
 # ---------------------------------------------------------------- loading
 
 
+SKIPPED_DIRS = {"node_modules", "__pycache__"}
+
+
 def iter_manifest_files(paths: Iterable[Path]) -> Iterator[Path]:
+    """The files given, and the *.yaml / *.yml under the folders given (hidden folders such as .git or
+    .venv, and node_modules, skipped)."""
     for path in paths:
-        if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-        else:
+        if not path.is_dir():
             yield path
+            continue
+        for found in sorted(path.rglob("*")):
+            inner = found.relative_to(path).parts[:-1]
+            if any(part.startswith(".") or part in SKIPPED_DIRS for part in inner):
+                continue
+            if found.suffix in (".yaml", ".yml") and found.is_file():
+                yield found
 
 
 def load_documents(path: Path, report: Report, display: str | None = None) -> list[Document]:
@@ -147,7 +158,12 @@ def parse_documents(text: str, source: str, report: Report) -> list[Document]:
         line = mark.line + 1 if mark is not None else None
         problem = getattr(error, "problem", None) or str(error)
         where = f" at line {line}" if line else ""
-        report.findings.append(Finding(source, index, "-", "-", f"invalid YAML{where}: {problem}", line=line))
+        # Folders of a GitOps repository also hold templates (Helm) and other tools' files that are not plain
+        # YAML: only a non-template file that mentions our API group is an error.
+        severity: Severity = "error" if GROUP in text and "{{" not in text else "warning"
+        report.findings.append(
+            Finding(source, index, "-", "-", f"invalid YAML{where}: {problem}", severity, line=line)
+        )
     finally:
         loader.dispose()
     return documents
@@ -298,15 +314,12 @@ class Validator:
         """Single-document checks; True when the document is one of ours (tier or user)."""
         self.report.documents += 1
         obj = doc.obj
-        if not isinstance(obj, dict):
-            self._finding(doc, [], "not a Kubernetes object (expected a YAML mapping)")
-            return False
-        api_version = obj.get("apiVersion")
-        if not isinstance(api_version, str) or not isinstance(obj.get("kind"), str):
-            self._finding(doc, [], "apiVersion and kind are required")
-            return False
-        group, _, version = api_version.rpartition("/")
-        if group != GROUP:
+        api_version = obj.get("apiVersion") if isinstance(obj, dict) else None
+        if not isinstance(api_version, str) or api_version.rpartition("/")[0] != GROUP:
+            return False  # not ours (other kinds, values files, ...): somebody else's to check
+        version = api_version.rpartition("/")[2]
+        if not isinstance(obj.get("kind"), str):
+            self._finding(doc, ["kind"], "required field is missing")
             return False
         kind = obj["kind"]
         schema = self.schemas.get(kind)
@@ -453,7 +466,13 @@ def validate_documents(validator: Validator, docs: list[Document]) -> Report:
 
 def validate_paths(validator: Validator, paths: Iterable[Path]) -> Report:
     docs: list[Document] = []
-    files = list(iter_manifest_files(paths))
-    for path in files:
+    seen: set[Path] = set()
+    for path in iter_manifest_files(paths):
+        if path.exists():
+            real = path.resolve()
+            if real in seen:
+                continue  # the same file through a symlink
+            seen.add(real)
+        validator.report.files += 1
         docs.extend(load_documents(path, validator.report))
     return validate_documents(validator, docs)
