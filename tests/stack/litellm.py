@@ -1,13 +1,13 @@
 """The real, pinned LiteLLM proxy (installed by ``make litellm`` into .cache/litellm-venv) with its database
 features, against the stack's Postgres, fully offline.
 
-- Schema: LiteLLM's own migrations (``litellm_proxy_extras/migrations/*/migration.sql``), applied in order with
-  psql and recorded in Prisma's ``_prisma_migrations`` table like ``prisma migrate deploy`` would;
+- Schema: LiteLLM's own migrations (``litellm_proxy_extras/migrations/*/migration.sql``), applied in order
+  with psql and recorded in Prisma's ``_prisma_migrations`` table like ``prisma migrate deploy`` would;
   LiteLLM then runs with ``DISABLE_SCHEMA_UPDATE=true`` (otherwise it runs ``prisma migrate deploy``, which
   needs the native schema engine, and exits).
 - Database layer: prisma-client-python spawns ``tests/stack/prisma_engine/query-engine``, Prisma's query
   engine compiled to WebAssembly behind the native binary's HTTP interface (see engine.mjs there).
-- Configuration: exactly ``charts/llm-gateway/files/litellm-config.yaml`` with the official ``litellm`` command;
+- Configuration: exactly ``charts/llm-gateway/files/litellm-config.yaml`` (CONFIG_FILE_PATH);
   ``charts/llm-gateway/files/gateway_asgi.py`` is loaded as a LiteLLM worker startup hook so that
   ``GET /health`` answers without auth and without calling models, as in the chart.
 - AWS: only what the sts/bedrock components exported (IRSA-style web identity); static keys are stripped.
@@ -107,8 +107,8 @@ def apply_migrations(database_url: str, pg_bin_dir: str | None = None) -> int:
         lines.append(f"\\echo applying {folder.name}")
         lines.append(f"\\i '{sql_file}'")
         lines.append('INSERT INTO "_prisma_migrations" (id, checksum, finished_at, migration_name, '
-                     f"applied_steps_count, started_at) VALUES ('{uuid.uuid4()}', '{checksum}', now(), '{name}', 1, "
-                     "now());")
+                     "applied_steps_count, started_at) "
+                     f"VALUES ('{uuid.uuid4()}', '{checksum}', now(), '{name}', 1, now());")
     _psql(database_url, ["-f", "-"], stdin="\n".join(lines) + "\n")
     return len(todo)
 
@@ -150,7 +150,10 @@ def proxy_env(ctx: StackContext, master_key: str, salt_key: str, port: int) -> d
         "LITELLM_MASTER_KEY": master_key,
         "LITELLM_SALT_KEY": salt_key,
         "DISABLE_SCHEMA_UPDATE": "true",
+        # Spend reaches the database every N(+0..5) s; LiteLLM's default is 10. Shorter keeps tests brisk.
+        "PROXY_BATCH_WRITE_AT": "3",
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "CONFIG_FILE_PATH": str(LITELLM_CONFIG),
         # gateway_asgi.install adds the unauthenticated, model-free /health (as in the chart).
         "LITELLM_WORKER_STARTUP_HOOKS": "gateway_asgi:install",
         "LITELLM_LOG": env.get("LITELLM_LOG", "INFO"),
@@ -184,9 +187,12 @@ def start(ctx: StackContext) -> dict[str, str]:
     salt_key = _secret_file(state / "salt-key", "")
     port = free_port()
     env = proxy_env(ctx, master_key, salt_key, port)
-    # The official entry point, as in the chart's container: `litellm --config ...`.
-    argv = [str(VENV / "bin" / "litellm"), "--config", str(LITELLM_CONFIG), "--host", "127.0.0.1",
-            "--port", str(port), "--num_workers", "1"]
+    # LiteLLM's app under uvicorn, as `litellm --config` runs it (same app, config, uvicorn options) minus
+    # the CLI's boot-time `prisma migrate diff`: informational only with DISABLE_SCHEMA_UPDATE, it needs the
+    # native schema engine, and costs ~15 s of Prisma CLI start-up for nothing here.
+    argv = [str(VENV / "bin" / "python"), "-m", "uvicorn", "litellm.proxy.proxy_server:app",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--loop", "uvloop",
+            "--no-server-header", "--timeout-graceful-shutdown", "5", "--log-level", "info"]
     process = ctx.spawn("litellm", argv, env=env, cwd=state)
     base = f"http://127.0.0.1:{port}"
 

@@ -44,8 +44,8 @@ def _system_user() -> pwd.struct_passwd | None:
     try:
         return pwd.getpwnam(SYSTEM_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
-                       check=True, capture_output=True)
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                        SYSTEM_USER], check=True, capture_output=True)
         return pwd.getpwnam(SYSTEM_USER)
 
 
@@ -76,7 +76,7 @@ def _as_user(user: pwd.struct_passwd | None, argv: list[str]) -> list[str]:
 
 
 def _stop_leftover(data: Path) -> None:
-    """A postmaster from an earlier, crashed run still owning our data folder: ours, so stop it (fast mode)."""
+    """A postmaster from an earlier, crashed run still owning our data folder is ours: stop it (fast mode)."""
     pid_file = data / "postmaster.pid"
     if not pid_file.exists():
         return
@@ -153,7 +153,8 @@ def start(ctx: StackContext) -> dict[str, str]:
             # a throwaway test database: durability is not worth the fsyncs
             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
             "-c", "max_connections=200", "-c", "logging_collector=off"]
-    process = ctx.spawn("postgres", _as_user(user, argv), env={"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"})
+    env = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"}
+    process = ctx.spawn("postgres", _as_user(user, argv), env=env)
 
     def ready() -> bool:
         probe = subprocess.run([str(bins / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)],
@@ -161,7 +162,8 @@ def start(ctx: StackContext) -> dict[str, str]:
         return probe.returncode == 0
 
     ctx.wait_until("postgres", ready, timeout=60, process=process)
-    exists = _psql(bins, port, password, "postgres", f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'")
+    query = f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"
+    exists = _psql(bins, port, password, "postgres", query)
     if exists != "1":
         _psql(bins, port, password, "postgres", f'CREATE DATABASE "{DATABASE}"')
     url = f"postgresql://{PG_USER}:{quote(password, safe='')}@127.0.0.1:{port}/{DATABASE}"

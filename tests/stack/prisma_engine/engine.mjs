@@ -234,14 +234,23 @@ const server = http.createServer(async (req, res) => {
 });
 server.keepAliveTimeout = 65000;
 
+let stopping = false;
 async function shutdown() {
+  if (stopping) return;
+  stopping = true;
   server.close();
   try { await engine.disconnect('{}'); } catch { /* exiting anyway */ }
   await pool.end().catch(() => {});
   process.exit(0);
 }
-process.on('SIGTERM', shutdown);
+// prisma-client-python stops the engine with SIGINT. A SIGTERM reaches us together with our parent when a
+// whole process group is stopped: let the parent (LiteLLM) disconnect first instead of dying under it, which
+// it would take for an engine crash and try to reconnect during its own shutdown. An engine whose parent is
+// gone (even SIGKILLed) exits too, so none is left behind.
+const parentPid = process.ppid;
+setInterval(() => { if (process.ppid !== parentPid) shutdown(); }, 250).unref();
 process.on('SIGINT', shutdown);
+process.on('SIGTERM', () => { setTimeout(shutdown, 8000).unref(); });
 
 server.listen(args.port, '127.0.0.1');
 // prisma-client-python connects to http://localhost:PORT, which may resolve to ::1 first.
