@@ -8,7 +8,10 @@ Key values never appear in assertions' output: they are compared as booleans or 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import secrets
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ import httpx
 import psycopg
 import pytest
 from tests.stack.bedrock import StubAdmin
+from tests.stack.litellm import VENV, engine_env
 
 pytestmark = pytest.mark.stack
 
@@ -215,6 +219,104 @@ def test_virtual_key_is_checked_against_the_database(admin: httpx.Client, public
     user_info = public.get("/user/info", headers={"Authorization": f"Bearer {key}"})
     assert user_info.status_code == 200, user_info.text
     assert user_info.json()["user_id"] == names["user"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The offline engine under prisma-client-python, LiteLLM's DB layer, beyond what the admin API touches
+
+ENGINE_PROBE = r"""
+import asyncio, datetime, json, os, uuid
+from prisma import Json, Prisma
+
+async def main():
+    db = Prisma(datasource={"url": os.environ["DATABASE_URL"]})
+    await db.connect()
+    out = {}
+    bid = "itest-budget-" + uuid.uuid4().hex[:8]
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    budgets = db.litellm_budgettable
+    common = {"created_by": "itest", "updated_by": "itest"}
+    made = await budgets.create(data={"budget_id": bid, "max_budget": 1.5, "rpm_limit": 10,
+        "model_max_budget": Json({"m": {"x": [1, 2]}}), "budget_reset_at": now, "allowed_models": ["a", "b"],
+        **common})
+    out["create"] = [made.rpm_limit, made.model_max_budget, made.allowed_models, made.budget_reset_at == now]
+    changed = await budgets.update(where={"budget_id": bid}, data={"rpm_limit": {"increment": 5},
+        "allowed_models": {"set": ["c"]}, "budget_reset_at": now + datetime.timedelta(days=1)})
+    out["update"] = [changed.rpm_limit, changed.allowed_models]
+    out["datetime_filter"] = await budgets.count(where={"budget_id": bid,
+        "budget_reset_at": {"gt": now + datetime.timedelta(hours=23)}})
+    out["upsert"] = (await budgets.upsert(where={"budget_id": bid},
+        data={"create": {"budget_id": bid, **common}, "update": {"max_budget": 9.0}})).max_budget
+    out["create_many"] = await budgets.create_many(data=[
+        {"budget_id": bid + "-1", "model_max_budget": Json({"k": [1]}), **common},
+        {"budget_id": bid + "-2", **common}, {"budget_id": bid, **common}], skip_duplicates=True)
+    out["json_equals"] = await budgets.count(where={"budget_id": {"startswith": bid},
+        "model_max_budget": {"equals": Json({"k": [1]})}})
+    out["json_path"] = await budgets.count(where={"budget_id": {"startswith": bid},
+        "model_max_budget": {"path": ["m", "x"], "equals": Json([1, 2])}})
+    token = "itest" + uuid.uuid4().hex
+    await db.litellm_verificationtoken.create(data={"token": token, "spend": 0.25,
+        "metadata": Json({"via": "nested connect"}), "litellm_budget_table": {"connect": {"budget_id": bid}}})
+    found = await budgets.find_unique(where={"budget_id": bid},
+        include={"keys": {"where": {"spend": {"gt": 0.1}}, "take": 5}})
+    out["include"] = [(k.token == token, k.metadata) for k in found.keys]
+    grouped = await budgets.group_by(by=["created_by"], where={"budget_id": {"startswith": bid}},
+        count={"_all": True}, sum={"max_budget": True})
+    out["group_by"] = [(g["_count"]["_all"], g["_sum"]["max_budget"]) for g in grouped]
+    out["query_raw"] = await db.query_raw(
+        "SELECT $1::text AS t, 42::bigint AS b, '1 day'::interval AS iv, 'abc'::name AS n, "
+        "ARRAY['x'::name, 'y'::name] AS na, 'pg_class'::regclass AS rc, '{\"a\": 1}'::jsonb AS j", "hi")
+    out["execute_raw"] = await db.execute_raw(
+        'UPDATE "LiteLLM_BudgetTable" SET soft_budget = $1 WHERE budget_id = $2', 0.5, bid)
+    async with db.tx() as tx:
+        await tx.litellm_budgettable.update(where={"budget_id": bid}, data={"max_budget": 3.0})
+    try:
+        async with db.tx() as tx:
+            await tx.litellm_budgettable.update(where={"budget_id": bid}, data={"max_budget": 4.0})
+            raise RuntimeError("roll back")
+    except RuntimeError:
+        pass
+    out["after_transactions"] = (await budgets.find_unique(where={"budget_id": bid})).max_budget
+    async with db.batch_() as batch:
+        batch.litellm_budgettable.update(where={"budget_id": bid}, data={"max_budget": 5.0})
+        batch.litellm_budgettable.delete_many(where={"budget_id": {"in": [bid + "-1", bid + "-2"]}})
+    out["after_batch"] = await budgets.count(where={"budget_id": {"startswith": bid}, "max_budget": 5.0})
+    for name, call in [("duplicate", budgets.create(data={"budget_id": bid, **common})),
+                       ("missing", budgets.find_unique_or_raise(where={"budget_id": bid + "-none"}))]:
+        try:
+            await call
+        except Exception as error:
+            out[name] = type(error).__name__
+    await db.litellm_verificationtoken.delete(where={"token": token})
+    out["deleted"] = await budgets.delete_many(where={"budget_id": {"startswith": bid}})
+    await db.disconnect()
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def test_offline_engine_serves_prisma_client_python(stack_env: dict[str, str]) -> None:
+    env = {**os.environ, **engine_env(), "DATABASE_URL": stack_env["DATABASE_URL"]}
+    result = subprocess.run([str(VENV / "bin" / "python"), "-c", ENGINE_PROBE], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["create"] == [10, {"m": {"x": [1, 2]}}, ["a", "b"], True]
+    assert out["update"] == [15, ["c"]]
+    assert out["datetime_filter"] == 1
+    assert out["upsert"] == 9.0
+    assert out["create_many"] == 2
+    assert (out["json_equals"], out["json_path"]) == (1, 1)
+    assert out["include"] == [[True, {"via": "nested connect"}]]
+    assert out["group_by"] == [[3, 9.0]]
+    assert out["query_raw"] == [{"t": "hi", "b": 42, "iv": "1 day", "n": "abc", "na": ["x", "y"],
+                                 "rc": "pg_class", "j": {"a": 1}}]
+    assert out["execute_raw"] == 1
+    assert out["after_transactions"] == 3.0
+    assert out["after_batch"] == 1
+    assert (out["duplicate"], out["missing"]) == ("UniqueViolationError", "RecordNotFoundError")
+    assert out["deleted"] == 1
 
 
 # ----------------------------------------------------------------------------------------------------

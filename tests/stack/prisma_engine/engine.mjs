@@ -87,8 +87,13 @@ const SUPPORTED = new Set([
 ]);
 const TEXT_OID = B.TEXT;
 const TEXT_ARRAY_OID = 1009;
+// Postgres's own text for intervals, not pg's object for them.
+pg.types.setTypeParser(B.INTERVAL, (text) => text);
+pg.types.setTypeParser(1187, pg.types.getTypeParser(TEXT_ARRAY_OID));
+const parseTextArray = pg.types.getTypeParser(TEXT_ARRAY_OID);
 const asText = (v) => (v === null || v === undefined ? v : typeof v.toPostgres === 'function' ? v.toPostgres()
   : v instanceof Date ? v.toISOString() : typeof v === 'object' ? JSON.stringify(v) : String(v));
+let arrayTypeOids = new Set(); // every array type in the database (name[], regclass[], ...), read at start
 
 const Queryable = Object.getPrototypeOf(PrismaPg.prototype);
 const performIO = Queryable.performIO;
@@ -98,9 +103,12 @@ Queryable.performIO = async function patchedPerformIO(query) {
   const { fields, rows } = res.value;
   fields.forEach((field, i) => {
     if (SUPPORTED.has(field.dataTypeID) || field.dataTypeID >= 10000) return;
-    const isArray = rows.some((row) => Array.isArray(row[i]));
+    const isArray = arrayTypeOids.has(field.dataTypeID) || rows.some((row) => Array.isArray(row[i]));
     field.dataTypeID = isArray ? TEXT_ARRAY_OID : TEXT_OID;
-    for (const row of rows) row[i] = Array.isArray(row[i]) ? row[i].map(asText) : asText(row[i]);
+    for (const row of rows) {
+      const v = isArray && typeof row[i] === 'string' ? parseTextArray(row[i]) : row[i];
+      row[i] = Array.isArray(v) ? v.map(asText) : asText(v);
+    }
   });
   return res;
 };
@@ -214,6 +222,12 @@ async function route(req) {
   return null;
 }
 
+try {
+  const types = await pool.query("SELECT oid FROM pg_type WHERE typcategory = 'A'");
+  arrayTypeOids = new Set(types.rows.map((r) => Number(r.oid)));
+} catch (error) {
+  log('could not read array types; unknown array columns come back as text:', error.message);
+}
 engine = await newEngine();
 const server = http.createServer(async (req, res) => {
   let status = 200;
