@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -84,8 +85,9 @@ def value_set(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def litellm_container(r: Rendered) -> dict:  # type: ignore[type-arg]
-    return r.one("Deployment", "-litellm")["spec"]["template"]["spec"]["containers"][0]
+def litellm_container(r: Rendered) -> dict[str, Any]:
+    container: dict[str, Any] = r.one("Deployment", "-litellm")["spec"]["template"]["spec"]["containers"][0]
+    return container
 
 
 def test_helm_lint_strict(value_set: str) -> None:

