@@ -156,7 +156,7 @@ def test_everything_runs_non_root_without_privileges(value_set: str) -> None:
 def test_read_only_root_filesystem_wherever_the_image_allows(value_set: str) -> None:
     for owner, container, _ in rendered(value_set).containers():
         if container["name"] in ("litellm", "migrate"):
-            continue  # the LiteLLM image writes UI assets and the Prisma cache at start-up (values.yaml)
+            continue  # litellm.readOnlyRootFilesystem, off by default (why: values.yaml)
         assert container["securityContext"]["readOnlyRootFilesystem"] is True, owner
 
 
