@@ -18,6 +18,7 @@ import os
 import shutil
 import ssl
 import subprocess
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,7 +190,7 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
         return bool(response.status == 200)
 
 
-def start_etcd(ctx: StackContext, etcd: Path, data_dir: Path) -> str:
+def spawn_etcd(ctx: StackContext, etcd: Path, data_dir: Path) -> tuple[str, subprocess.Popen[bytes]]:
     client_port, peer_port = free_port(), free_port()
     client_url = f"http://127.0.0.1:{client_port}"
     peer_url = f"http://127.0.0.1:{peer_port}"
@@ -205,12 +206,12 @@ def start_etcd(ctx: StackContext, etcd: Path, data_dir: Path) -> str:
         "--unsafe-no-fsync",
         "--log-level=warn",
     ])
-    ctx.wait_until("etcd", lambda: _http_ok(f"{client_url}/health"), timeout=30, process=process,
-                   interval=0.05)
-    return client_url
+    return client_url, process
 
 
-def start_apiserver(ctx: StackContext, apiserver: Path, pki: Pki, etcd_url: str, state: Path) -> str:
+def spawn_apiserver(
+    ctx: StackContext, apiserver: Path, pki: Pki, etcd_url: str, state: Path
+) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
     cert_dir = state / "apiserver-certs"
     cert_dir.mkdir(exist_ok=True)
@@ -234,17 +235,12 @@ def start_apiserver(ctx: StackContext, apiserver: Path, pki: Pki, etcd_url: str,
         "--allow-privileged=true",
         "--profiling=false",
     ])
-    context = ssl.create_default_context(cafile=str(pki.path("ca.crt")))
-    context.load_cert_chain(str(pki.path("admin.crt")), str(pki.path("admin.key")))
-    server = f"https://127.0.0.1:{port}"
-    ctx.wait_until("kube-apiserver", lambda: _http_ok(f"{server}/readyz", context), timeout=90,
-                   process=process)
-    return server
+    return f"https://127.0.0.1:{port}", process
 
 
-def start_controller_manager(
+def spawn_controller_manager(
     ctx: StackContext, binary: Path, kubeconfig: Path, pki: Pki, state: Path
-) -> None:
+) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
     cert_dir = state / "controller-manager-certs"
     cert_dir.mkdir(exist_ok=True)
@@ -263,11 +259,7 @@ def start_controller_manager(
         "--use-service-account-credentials=false",
         "--profiling=false",
     ])
-    insecure = ssl.create_default_context()
-    insecure.check_hostname = False
-    insecure.verify_mode = ssl.CERT_NONE  # its self-signed serving cert; /healthz carries no data
-    ctx.wait_until("kube-controller-manager", lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", insecure),
-                   timeout=60, process=process)
+    return f"https://127.0.0.1:{port}/healthz", process
 
 
 def run_kubectl(kubectl: Path, kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
@@ -299,23 +291,31 @@ def create_namespaces(kubectl: Path, kubeconfig: Path) -> None:
 
 
 def start(ctx: StackContext) -> dict[str, str]:
+    started = time.monotonic()
     assets = assets_dir()
     state = ctx.state_dir("kube")
     for leftover in ("etcd-data", "pki", "apiserver-certs", "controller-manager-certs"):
         shutil.rmtree(state / leftover, ignore_errors=True)  # every start is a fresh cluster
     pki = make_pki(state / "pki")
 
-    etcd_url = start_etcd(ctx, assets / "etcd", state / "etcd-data")
-    server = start_apiserver(ctx, assets / "kube-apiserver", pki, etcd_url, state)
+    # The apiserver retries etcd until it answers, so both start at once.
+    etcd_url, etcd = spawn_etcd(ctx, assets / "etcd", state / "etcd-data")
+    server, apiserver = spawn_apiserver(ctx, assets / "kube-apiserver", pki, etcd_url, state)
+    ctx.wait_until("etcd", lambda: _http_ok(f"{etcd_url}/health"), timeout=30, process=etcd, interval=0.05)
+    admin = ssl.create_default_context(cafile=str(pki.path("ca.crt")))
+    admin.load_cert_chain(str(pki.path("admin.crt")), str(pki.path("admin.key")))
+    ctx.wait_until("kube-apiserver", lambda: _http_ok(f"{server}/readyz", admin), timeout=90,
+                   process=apiserver)
     kubeconfig = state / "kubeconfig"
     write_kubeconfig(kubeconfig, server, pki, "admin")
-    say(f"kube: API at {server}, kubeconfig {kubeconfig}")
+    say(f"kube: API ready at {server} after {time.monotonic() - started:.1f}s; kubeconfig {kubeconfig}")
 
-    kcm = controller_manager(assets)
-    if kcm is not None:
+    kcm_binary = controller_manager(assets)
+    kcm: tuple[str, subprocess.Popen[bytes]] | None = None
+    if kcm_binary is not None:
         kcm_config = state / "controller-manager.kubeconfig"
         write_kubeconfig(kcm_config, server, pki, "controller-manager")
-        start_controller_manager(ctx, kcm, kcm_config, pki, state)
+        kcm = spawn_controller_manager(ctx, kcm_binary, kcm_config, pki, state)
     else:
         say("kube: no kube-controller-manager built; ownerReference GC and namespace deletion will not run")
 
@@ -323,4 +323,12 @@ def start(ctx: StackContext) -> dict[str, str]:
     applied = apply_crds(kubectl, kubeconfig)
     say(f"kube: {applied} CRD file(s) from crds/ applied and Established")
     create_namespaces(kubectl, kubeconfig)
+
+    if kcm is not None:
+        healthz, process = kcm
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE  # its self-signed serving cert; /healthz carries no data
+        ctx.wait_until("kube-controller-manager", lambda: _http_ok(healthz, insecure), timeout=60,
+                       process=process)
     return {"KUBECONFIG": str(kubeconfig), "KUBEBUILDER_ASSETS": str(assets)}
