@@ -263,10 +263,13 @@ def spawn_controller_manager(
 
 
 def run_kubectl(kubectl: Path, kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        [str(kubectl), f"--kubeconfig={kubeconfig}", *args],
-        input=stdin, capture_output=True, text=True, timeout=120,
-    )
+    try:
+        result = subprocess.run(
+            [str(kubectl), f"--kubeconfig={kubeconfig}", *args],
+            input=stdin, capture_output=True, text=True, timeout=120,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise StackError(f"kubectl {' '.join(args[:2])} timed out after {error.timeout:.0f}s") from error
     if result.returncode != 0:
         raise StackError(f"kubectl {' '.join(args[:2])} failed: {result.stderr.strip()}")
     return result.stdout
