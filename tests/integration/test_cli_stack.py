@@ -74,11 +74,12 @@ def test_tiers_apply_is_idempotent_and_listed(stack_env: dict[str, str]) -> None
 
 @pytest.mark.usefixtures("tiers")
 def test_users_add_creates_then_is_a_no_op(namespace: str) -> None:
-    email = f"add-{namespace}@company.com"
+    tag = namespace.removeprefix("gwctl-")
+    email = f"add{tag}@company.com"
     created = gatewayctl(
         "users", "add", "--email", email, "--tier", "coding", "-n", namespace, "--display-name", "Zoë Ädd"
     )
-    name = f"add-{namespace}-company-com"
+    name = f"add{tag}-company-com"  # a plain address: readable name, no hash suffix
     assert f"GatewayUser/{namespace}/{name} created" in created.stdout
     assert f"kubectl get secret {name}-llm-key -n {namespace}" in created.stdout
     obj = users_in(namespace)[name]
@@ -184,6 +185,34 @@ def test_users_list_shows_status_columns(namespace: str) -> None:
     assert f"{namespace},lister-company-com,lister@company.com,drafting" in everywhere
     table = gatewayctl("users", "list", "-n", namespace).stdout
     assert table.splitlines()[0].split()[:4] == ["NAME", "EMAIL", "TIER", "SPEND"]
+
+
+@pytest.mark.usefixtures("tiers")
+def test_users_add_wait_reports_the_secret_and_list_the_key_age(
+    stack_env: dict[str, str], namespace: str
+) -> None:
+    if "OPERATOR_HEALTH_URL" not in stack_env:
+        pytest.skip("needs the operator (this stack runs without it)")
+    done = gatewayctl(
+        "users",
+        "add",
+        "--email",
+        "waiter@company.com",
+        "--tier",
+        "coding",
+        "-n",
+        namespace,
+        "--wait",
+        "--timeout",
+        "90",
+    )
+    assert "Ready; the key arrives in Secret" in done.stdout
+    rows = {
+        r["email"]: r for r in json.loads(gatewayctl("users", "list", "-n", namespace, "-o", "json").stdout)
+    }
+    row = rows["waiter@company.com"]
+    assert row["ready"] == "True" and row["spendUSD"] == 0.0 and row["budgetUSD"] == 20.0
+    assert row["keyAge"] is not None and row["secretName"] == "waiter-company-com-llm-key"
 
 
 @pytest.mark.usefixtures("tiers")

@@ -155,7 +155,7 @@ class Kube:
         except ApiException:
             return {}  # no RBAC on Secrets: key age stays unknown
         times: dict[tuple[str, str], datetime] = {}
-        for item in (body or {}).get("items", []):
+        for item in (body or {}).get("items") or []:
             meta = item.get("metadata") or {}
             created = parse_time(meta.get("creationTimestamp"))
             if created is not None:
@@ -213,6 +213,8 @@ async def connect(context: str | None = None) -> AsyncIterator[Kube]:
         if context is None and not Path(first).exists() and _IN_CLUSTER_TOKEN.exists():
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             namespace = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read_text().strip()
+        elif not Path(first).is_file():
+            raise FileNotFoundError(f"no kubeconfig at {first}")
         else:
             loader = await config.load_kube_config(
                 context=context, client_configuration=configuration, persist_config=False
