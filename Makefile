@@ -49,7 +49,7 @@ test: stack-deps lint ## everything CI runs
 bench: stack-deps
 	$(VPY) -m tests.bench
 
-e2e-kind: ## the e2e suite on a kind cluster (needs Docker and kind)
+e2e-kind: install tools ## the e2e suite on a kind cluster (needs Docker and kind)
 	bash tests/kind/e2e-kind.sh
 
 clean: stack-down
