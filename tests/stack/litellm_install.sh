@@ -78,7 +78,11 @@ say "prisma generate for $SCHEMA (offline)"
     | sed 's/^/[litellm-install]   /'
   exit "${PIPESTATUS[0]}"
 )
-"$VENV/bin/python" -c 'import prisma.client' || die "prisma client was not generated"
+# The generated client is ~15 MB of Python; compile it once here rather than at every LiteLLM start
+# (PYTHONDONTWRITEBYTECODE may be set in the environment).
+PRISMA_PKG="$(ls -d "$VENV"/lib/python3*/site-packages/prisma | tail -1)"
+grep -q "$ENGINE/query-engine" "$PRISMA_PKG/client.py" || die "prisma client was not generated for the offline engine"
+"$VENV/bin/python" -m compileall -q "$PRISMA_PKG" >/dev/null
 say "prisma client generated in $((SECONDS - t2))s"
 
 echo "$inputs_hash" > "$STAMP"
