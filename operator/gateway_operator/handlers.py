@@ -220,12 +220,7 @@ async def _reconcile_user(
     tier_override: TierView | None = None,
 ) -> None:
     """Serialised per object; reads the object fresh so the status it compares with is current."""
-    async with _kopf_errors(retry):
-        body = await svc.kube.get_object(USER_PLURAL, name, namespace)
-    if body is None or body.get("metadata", {}).get("deletionTimestamp"):
-        return
-    ref = _ref(kopf.Body(cast(Any, body)))
-    async with svc.locked(ref.uid):
+    async with svc.locked(user_service.lock_key(namespace, name)):
         async with _kopf_errors(retry):
             body = await svc.kube.get_object(USER_PLURAL, name, namespace)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
@@ -245,8 +240,13 @@ async def _reconcile_user(
             await user_service.report_error(svc, user, error)
 
         async with _kopf_errors(retry, report):
-            await user_service.reconcile_user(svc, user, tier, email_owner=owner)
+            status = await user_service.reconcile_user(svc, user, tier, email_owner=owner)
     await _refresh_tier_count(svc, spec.tier, gw_tiers, gw_users)
+    waiting = cond.get_condition(status.conditions, cond.READY)
+    if waiting is not None and waiting.reason in (cond.TIER_NOT_FOUND, cond.TIER_NOT_READY):
+        # The tier's handler also re-runs its users once the team exists; this retry closes the race
+        # where both sides looked at each other just before the other was recorded.
+        raise kopf.TemporaryError(waiting.message, delay=_delay(retry + 2))
 
 
 def _validation_summary(error: ValidationError) -> str:
@@ -325,9 +325,9 @@ async def user_delete(
         and not u.ref.deleting
         and naming.user_id(u.spec.email) == naming.user_id(spec.email)
     ]
-    async with svc.locked(ref.uid), _kopf_errors(retry):
+    async with svc.locked(user_service.lock_key(ref.namespace or "", ref.name)), _kopf_errors(retry):
         await user_service.delete_user(svc, user, delete_litellm_user=bool(spec.email) and not others)
-    svc.forget_lock(ref.uid)
+    svc.forget_lock(user_service.lock_key(ref.namespace or "", ref.name))
     if others:
         # The remaining holder of the email was waiting on EmailConflict: it can take over now.
         nxt = others[0]
@@ -434,7 +434,7 @@ async def tier_resume(
 
 
 @kopf.on.create(GROUP, VERSION, TIER_PLURAL)
-@kopf.on.update(GROUP, VERSION, TIER_PLURAL)  # type: ignore[arg-type]
+@kopf.on.update(GROUP, VERSION, TIER_PLURAL, field="spec")  # type: ignore[arg-type]
 async def tier_changed(
     body: kopf.Body,
     name: str,
@@ -444,8 +444,8 @@ async def tier_changed(
     gw_users: kopf.Index[tuple[str, str], dict[str, Any]],
     **_: Any,
 ) -> None:
-    users = _tier_users(name, gw_users)
-    tier = await _reconcile_tier(body, name, memo, retry, len(users))
+    tier = await _reconcile_tier(body, name, memo, retry, len(_tier_users(name, gw_users)))
+    users = _tier_users(name, gw_users)  # after the team exists: users created meanwhile are included
     # Propagate: every user of the tier gets the tier's new models and limits on its key.
     results = await asyncio.gather(
         *(

@@ -155,15 +155,23 @@ class Admin:
         )
 
     def keys(self, alias_prefix: str) -> list[dict[str, Any]]:
-        found = self.http.get(
-            "/key/list",
-            params={
-                "key_alias": alias_prefix,
-                "substring_matching": "true",
-                "return_full_object": "true",
-                "size": 100,
-            },
-        ).json()["keys"]
+        found: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            answer = self.http.get(
+                "/key/list",
+                params={
+                    "key_alias": alias_prefix,
+                    "substring_matching": "true",
+                    "return_full_object": "true",
+                    "size": 100,
+                    "page": page,
+                },
+            ).json()
+            found.extend(answer["keys"])
+            if page >= answer["total_pages"]:
+                break
+            page += 1
         return [k for k in found if str(k.get("key_alias", "")).startswith(alias_prefix)]
 
     def key(self, alias: str) -> dict[str, Any] | None:
@@ -196,17 +204,16 @@ class Harness:
         self.operator = self._new_operator()
 
     def _new_operator(self) -> OperatorProcess:
-        env = operator_env(
-            self.env,
-            0,
-            LITELLM_ADMIN_URL=self.proxy.url,
-            LITELLM_MAX_CONCURRENCY="10",
-            LITELLM_BACKOFF_SECONDS="0.2",
-            LITELLM_RETRIES="2",
-            RESYNC_INTERVAL_SECONDS="3600",
-            ORPHAN_GRACE_SECONDS="2",
+        settings = {
+            "LITELLM_ADMIN_URL": self.proxy.url,
+            "LITELLM_MAX_CONCURRENCY": "10",
+            "LITELLM_BACKOFF_SECONDS": "0.2",
+            "LITELLM_RETRIES": "2",
+            "RESYNC_INTERVAL_SECONDS": "3600",
+            "ORPHAN_GRACE_SECONDS": "2",
             **self.overrides,
-        )
+        }
+        env = operator_env(self.env, 0, **settings)
         return OperatorProcess(f"operator-it-{RUN}", env)
 
     def restart(self, **overrides: str) -> None:
@@ -482,8 +489,10 @@ def test_operator_killed_around_key_registration_converges_to_one_key(
         assert value is not None, "the Secret is written before LiteLLM learns the key"
         h.operator.kill()
     finally:
-        h.proxy.unhold("/key/generate")
+        h.proxy.unhold("/key/generate", drop=True)
         release.set()  # type: ignore[attr-defined]
+    time.sleep(0.5)
+    h.proxy.unhold("/key/generate")
     h.restart()
     wait_ready(name, timeout=60)
     keys = h.admin.keys(f"llmgw.{NS}.{name}")

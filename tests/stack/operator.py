@@ -63,6 +63,7 @@ class AdminProxy:
         self._thread: threading.Thread | None = None
         self._loop: object = None
         self._started = threading.Event()
+        self._dropped: set[str] = set()
 
     # --- control (called from the test thread) ---------------------------------------------------------
 
@@ -89,9 +90,14 @@ class AdminProxy:
             self._holds[path] = (when, reached, release)
         return reached, release
 
-    def unhold(self, path: str) -> None:
+    def unhold(self, path: str, drop: bool = False) -> None:
+        """Release held requests; ``drop`` discards those held before forwarding (never sent)."""
         with self._lock:
             entry = self._holds.pop(path, None)
+            if drop:
+                self._dropped.add(path)
+            else:
+                self._dropped.discard(path)
         if entry:
             entry[2].set()
 
@@ -149,6 +155,9 @@ class AdminProxy:
                 if hold and hold[0] == "before":
                     hold[1].set()
                     await wait_event(hold[2])
+                    if request.path in self._dropped:
+                        # The caller died while we held its request: it never reached LiteLLM.
+                        return web.json_response({"error": {"message": "dropped", "code": "503"}}, status=503)
                 body = await request.read()
                 headers = {
                     k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")

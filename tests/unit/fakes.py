@@ -186,6 +186,13 @@ class FakeLiteLLM:
         row = self.keys.get(token)
         if row is None:
             return _error(404, "key not found")
+        if "team_id" in body and body["team_id"] != row.get("team_id") and row.get("team_id"):
+            # LiteLLM validates a team move against the CURRENT row: its models must be in the new
+            # team and its user must be a team member (the fake has no members).
+            if row.get("models"):
+                return _error(403, f"The requested model '{row['models'][0]}' is not available")
+            if row.get("user_id"):
+                return _error(403, f"User={row['user_id']} is not a member of the team")
         alias = body.get("key_alias")
         if alias and any(k.get("key_alias") == alias and t != token for t, k in self.keys.items()):
             return _error(400, f"Key with alias '{alias}' already exists.")

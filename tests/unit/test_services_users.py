@@ -168,6 +168,11 @@ async def test_tier_and_override_changes_update_the_same_key_keeping_spend(world
     key = world.assert_converged()
     assert key["token"] == token and key["spend"] == 1.25
     assert (key["team_id"], key["max_budget"], key["rpm_limit"]) == ("llmgw-tier-architect", 42.5, 7)
+    # Moving to another team takes two updates (LiteLLM validates the move against the current row).
+    assert sorted(world.litellm.writes) == ["/key/update", "/key/update", "/user/update"]
+    world.spec = {**world.spec, "rpmLimit": 8}
+    world.reset_counts()
+    await world.reconcile(ARCHITECT)
     assert sorted(world.litellm.writes) == ["/key/update", "/user/update"]
     assert world.status()["spendUSD"] == 1.25 and world.status()["tier"] == "architect"
 

@@ -96,7 +96,7 @@ async def resync_tier(
         assert key is not None
         secret_name = naming.secret_name(user.ref.name, user.spec.secret_name)
         status = user_service.status_from_key(user, tier, secret_name, key)
-        async with svc.locked(user.ref.uid):
+        async with svc.locked(user_service.lock_key(user.ref.namespace or "", user.ref.name)):
             if await user_service.write_status(svc, user, status):
                 report.status_writes += 1
         report.synced += 1

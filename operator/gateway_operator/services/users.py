@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 SECRET_COMPONENT = "user-key"
 
 
+def lock_key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
 # --- Secret helpers -------------------------------------------------------------------------------------
 
 
@@ -139,6 +143,22 @@ def _apply(record: KeyRecord, changes: dict[str, Any]) -> KeyRecord:
     return record.model_copy(update=update)
 
 
+async def _update_key(svc: Services, desired: want.DesiredKey, actual: KeyRecord) -> dict[str, Any]:
+    """Write the fields that differ (nothing if none) and return them."""
+    assert actual.token is not None
+    changes = want.key_changes(desired, actual)
+    if "team_id" in changes and actual.team_id is not None:
+        # LiteLLM checks a move to another team against the key's CURRENT models and requires the key's
+        # user to be a team member. Users are deliberately not team members (members see every
+        # teammate's key through /user/info), so the key first drops models ("all of its team's",
+        # which equals its tier's models) and user, then moves with both set again.
+        await svc.litellm.key_update(actual.token, {"models": [], "user_id": None})
+        changes = want.key_changes(desired, actual.model_copy(update={"models": (), "user_id": None}))
+    if changes:
+        await svc.litellm.key_update(actual.token, changes)
+    return changes
+
+
 async def _generate(svc: Services, desired: want.DesiredKey, value: str, spend: float = 0.0) -> KeyRecord:
     record = await svc.litellm.key_generate(desired.generate_body(value, spend=spend))
     token = record.token or naming.hash_key(value)
@@ -207,9 +227,8 @@ async def ensure_key(
             # Status lags the key: we died right after creating or rotating it. A rotation may have
             # left its retired key behind (renamed and blocked, spend already carried over).
             await svc.litellm.key_delete(aliases=[naming.retired_alias(desired.key_alias)])
-        changes = want.key_changes(desired, current)
+        changes = await _update_key(svc, desired, current)
         if changes:
-            await svc.litellm.key_update(token, changes)
             current = _apply(current, changes)
             svc.events(
                 USER_KIND,
@@ -226,9 +245,7 @@ async def ensure_key(
     known = await svc.litellm.key_info(token)
     if known is not None and known.status != "deleted":
         # Registered under another alias or user (changed in LiteLLM's UI): take it back.
-        changes = want.key_changes(desired, known)
-        if changes:
-            await svc.litellm.key_update(token, changes)
+        changes = await _update_key(svc, desired, known)
         svc.events(
             USER_KIND,
             user.ref,
