@@ -73,8 +73,7 @@ CREATE TABLE IF NOT EXISTS "_prisma_migrations" (
 """
 
 
-def _psql(database_url: str, args: list[str], stdin: str | None = None) -> str:
-    bin_dir = os.environ.get("PG_BIN_DIR", "")
+def _psql(database_url: str, bin_dir: str | None, args: list[str], stdin: str | None = None) -> str:
     psql = str(Path(bin_dir) / "psql") if bin_dir else (shutil.which("psql") or "psql")
     result = subprocess.run([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-d", database_url, *args],
                             input=stdin, capture_output=True, text=True, timeout=600)
@@ -89,10 +88,8 @@ def apply_migrations(database_url: str, pg_bin_dir: str | None = None) -> int:
     One psql session runs them all; each file is run with psql's autocommit (statement by statement), which is
     also what the CREATE INDEX CONCURRENTLY migrations need.
     """
-    if pg_bin_dir:
-        os.environ.setdefault("PG_BIN_DIR", pg_bin_dir)
-    _psql(database_url, ["-c", _PRISMA_MIGRATIONS_DDL])
-    done = _psql(database_url, ["-c", 'SELECT migration_name FROM "_prisma_migrations" '
+    _psql(database_url, pg_bin_dir, ["-c", _PRISMA_MIGRATIONS_DDL])
+    done = _psql(database_url, pg_bin_dir, ["-c", 'SELECT migration_name FROM "_prisma_migrations" '
                                       "WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL"])
     todo = pending_migrations(set(done.split("\n")) - {""})
     if not todo:
@@ -109,7 +106,7 @@ def apply_migrations(database_url: str, pg_bin_dir: str | None = None) -> int:
         lines.append('INSERT INTO "_prisma_migrations" (id, checksum, finished_at, migration_name, '
                      "applied_steps_count, started_at) "
                      f"VALUES ('{uuid.uuid4()}', '{checksum}', now(), '{name}', 1, now());")
-    _psql(database_url, ["-f", "-"], stdin="\n".join(lines) + "\n")
+    _psql(database_url, pg_bin_dir, ["-f", "-"], stdin="\n".join(lines) + "\n")
     return len(todo)
 
 
