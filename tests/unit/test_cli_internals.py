@@ -9,6 +9,7 @@ from typing import Any
 from gateway_operator.cli.cel import evaluate_rule, is_transition_rule
 from gateway_operator.cli.cmd_health import _lagging, _operator_check
 from gateway_operator.cli.kube import up_to_date
+from gateway_operator.cli.output import money
 
 NUMBER = {"type": "object", "properties": {"budget": {"type": "number"}, "rpm": {"type": "integer"}}}
 
@@ -94,6 +95,14 @@ def test_operator_verdict() -> None:
     stale = _cr(2, 1, 600)
     assert _lagging([fresh_unreconciled, _cr(3, 3, 600)]) == []
     assert _lagging([stale]) == ["GatewayUser/u2"]
+    just_edited = _cr(2, 1, 600)
+    just_edited["metadata"]["managedFields"] = [{"time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}]
+    assert _lagging([just_edited]) == []
+    deleting = _cr(3, 2, 600)
+    deleting["metadata"]["deletionTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert _lagging([deleting]) == []
+    deleting["metadata"]["deletionTimestamp"] = "2020-01-01T00:00:00Z"
+    assert _lagging([deleting]) == ["GatewayUser/u3"]
     assert _operator_check(None, [], []).status == "WARN"
     assert _operator_check(None, [], [_cr(1, 1, 600)]).status == "OK"
     assert _operator_check(None, [], [stale]).status == "FAIL"
@@ -106,3 +115,7 @@ def test_operator_verdict() -> None:
     assert check.status == "OK" and "1 ready replica" in check.detail
     unreachable = _operator_check("http://127.0.0.1:9/healthz", [], [])
     assert unreachable.status == "FAIL" and "unreachable" in unreachable.detail
+
+
+def test_money_shows_fractions_of_a_cent() -> None:
+    assert [money(v) for v in (0, 0.000414, 5.5, 1234.5)] == ["$0.00", "$0.0004", "$5.50", "$1,234.50"]

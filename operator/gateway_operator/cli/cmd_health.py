@@ -87,17 +87,25 @@ def _operator_check(url: str | None, deployments: list[Any], objects: list[dict[
 
 
 def _lagging(objects: list[dict[str, Any]]) -> list[str]:
-    """Objects whose current generation the operator has not processed for a while."""
+    """Objects the operator has not caught up with for a while: a spec change not observed, or a
+    deletion still blocked by our finalizer, RECONCILE_GRACE_SECONDS after it happened."""
     from gateway_operator.cli.views import parse_time
 
     now = time.time()
     late = []
     for obj in objects:
         meta = obj.get("metadata") or {}
-        observed = (obj.get("status") or {}).get("observedGeneration")
-        created = parse_time(meta.get("creationTimestamp"))
-        old_enough = created is None or now - created.timestamp() > RECONCILE_GRACE_SECONDS
-        if observed != meta.get("generation") and old_enough:
+        changes = [parse_time(meta.get("creationTimestamp"))]
+        changes += [parse_time(entry.get("time")) for entry in meta.get("managedFields") or []]
+        known = [moment.timestamp() for moment in changes if moment is not None]
+        last_change = max(known) if known else 0.0
+        deleting = parse_time(meta.get("deletionTimestamp"))
+        if deleting is not None:
+            stuck = now - deleting.timestamp() > RECONCILE_GRACE_SECONDS
+        else:
+            observed = (obj.get("status") or {}).get("observedGeneration")
+            stuck = observed != meta.get("generation") and now - last_change > RECONCILE_GRACE_SECONDS
+        if stuck:
             late.append(f"{obj.get('kind')}/{meta.get('name')}")
     return late
 

@@ -60,7 +60,10 @@ def emit(
 
 
 def money(value: Any) -> str:
-    return f"${float(value):,.2f}"
+    amount = float(value)
+    if 0 < abs(amount) < 0.01:  # a few test calls cost fractions of a cent; do not show them as $0.00
+        return f"${amount:.4f}"
+    return f"${amount:,.2f}"
 
 
 def ready(value: Any) -> str:
