@@ -216,8 +216,11 @@ async def connect(context: str | None = None) -> AsyncIterator[Kube]:
         elif not Path(first).is_file():
             raise FileNotFoundError(f"no kubeconfig at {first}")
         else:
-            loader = await config.load_kube_config(
-                context=context, client_configuration=configuration, persist_config=False
+            loader = await config.load_kube_config(  # KUBECONFIG may list several files; they are merged
+                config_file=kubeconfig,
+                context=context,
+                client_configuration=configuration,
+                persist_config=False,
             )
             namespace = (loader.current_context or {}).get("context", {}).get("namespace") or "default"
     except (ConfigException, FileNotFoundError, OSError) as error:
