@@ -54,6 +54,8 @@ def api_error(error: ApiException, obj: str, action: str) -> CliError:
             obj=obj,
             fix="kubectl apply -f crds/ (or install the Helm chart)",
         )
+    if error.status == 404 and message.startswith("namespaces "):
+        return CliError(f"cannot {action}: {message}", obj=obj, fix="create it with kubectl create namespace")
     return CliError(f"cannot {action}: {message}", obj=obj)
 
 
