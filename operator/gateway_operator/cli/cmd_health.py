@@ -20,7 +20,8 @@ from gateway_operator.cli.output import Column, Format, console, emit
 from gateway_operator.models import TIER_PLURAL, USER_PLURAL
 
 Status = Literal["OK", "WARN", "FAIL"]
-OPERATOR_SELECTOR = "app.kubernetes.io/name=llm-gateway-operator"
+# The labels the Helm chart puts on the operator Deployment.
+OPERATOR_SELECTOR = "app.kubernetes.io/name=llm-gateway,app.kubernetes.io/component=operator"
 RECONCILE_GRACE_SECONDS = 60
 
 
