@@ -582,6 +582,56 @@ def test_two_hundred_users_at_once_with_bounded_admin_concurrency(h: Harness) ->
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
+def test_chaos_flaky_backend_and_operator_kills_converge_to_one_key_each(h: Harness, coding: str) -> None:
+    """25% of admin calls fail with 5xx (half of them after LiteLLM did the work) and the operator is
+    SIGKILLed twice mid-way: every user still ends with exactly one key, the one in its Secret."""
+    namespace = f"{NS}-chaos"
+    kubectl("create", "namespace", namespace)
+    names = [f"c{i:02d}" for i in range(30)]
+    try:
+        h.proxy.flaky = 0.25
+        apply(*(user(n, coding, namespace=namespace) for n in names))
+        for _ in range(2):
+            time.sleep(2.5)
+            h.operator.kill()
+            h.restart()
+        h.proxy.flaky = 0.0
+
+        def all_ready() -> bool:
+            items = json.loads(kubectl("get", "gatewayusers", "-n", namespace, "-o", "json"))["items"]
+            return sum(1 for i in items if (ready(i) or {}).get("reason") == "Provisioned") == len(names)
+
+        wait_for("chaos users Ready", all_ready, timeout=240, interval=1)
+        keys = h.admin.keys(f"llmgw.{namespace}.")
+        by_alias: dict[str, list[dict[str, Any]]] = {}
+        for key in keys:
+            by_alias.setdefault(key["key_alias"], []).append(key)
+        live = {a: k for a, k in by_alias.items() if not a.endswith(":retired")}
+        assert sorted(live) == sorted(f"llmgw.{namespace}.{n}" for n in names)
+        for n in names:
+            [key] = live[f"llmgw.{namespace}.{n}"]
+            value = secret_value(f"{n}-llm-key", namespace)
+            assert value is not None and key["token"] == sha(value), n
+        retired = [a for a in by_alias if a.endswith(":retired")]
+        assert all(k.get("blocked") for a in retired for k in by_alias[a]), (
+            "leftover retired keys are blocked"
+        )
+    finally:
+        h.proxy.flaky = 0.0
+        kubectl(
+            "delete",
+            "gatewayusers",
+            "--all",
+            "-n",
+            namespace,
+            "--wait=true",
+            "--timeout=300s",
+            check=False,
+            timeout=330,
+        )
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
 def test_sentinel_no_key_value_in_status_events_or_logs(h: Harness) -> None:
     """Runs last in this module: every key value any test saw must appear nowhere but in Secrets."""
     assert len(SEEN_KEYS) >= 5

@@ -7,6 +7,7 @@ Integration tests that need to kill, restart or instrument the operator pause th
 from __future__ import annotations
 
 import os
+import random
 import urllib.request
 
 from tests.stack.common import REPO_ROOT, StackContext, StackError, free_port
@@ -58,6 +59,7 @@ class AdminProxy:
         self.in_flight = 0
         self.max_in_flight = 0
         self.down = False
+        self.flaky = 0.0  # probability of an injected 5xx (half before forwarding, half after)
         self._holds: dict[str, tuple[str, threading.Event, threading.Event]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -158,6 +160,11 @@ class AdminProxy:
                     if request.path in self._dropped:
                         # The caller died while we held its request: it never reached LiteLLM.
                         return web.json_response({"error": {"message": "dropped", "code": "503"}}, status=503)
+                roll = random.random()
+                if roll < self.flaky / 2:
+                    return web.json_response(
+                        {"error": {"message": "injected 500", "code": "500"}}, status=500
+                    )
                 body = await request.read()
                 headers = {
                     k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")
@@ -168,6 +175,11 @@ class AdminProxy:
                     payload = await upstream.read()
                     status = upstream.status
                     content_type = upstream.headers.get("content-type", "application/json")
+                if self.flaky / 2 <= roll < self.flaky:
+                    # LiteLLM did the work but the answer is lost: the nastiest case for idempotence.
+                    return web.json_response(
+                        {"error": {"message": "injected 502", "code": "502"}}, status=502
+                    )
                 if hold and hold[0] == "after":
                     hold[1].set()
                     await wait_event(hold[2])
