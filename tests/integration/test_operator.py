@@ -413,6 +413,19 @@ def test_foreign_secret_is_never_overwritten(h: Harness, coding: str) -> None:
     assert secret_value("erin-gateway")
 
 
+def test_one_email_one_litellm_user(h: Harness, coding: str) -> None:
+    apply(user("olga", coding))
+    wait_ready("olga")
+    h.proxy.reset()
+    apply(user("olga-again", coding, email=f"olga.{RUN}@company.com"))
+    obj = wait_ready("olga-again", reason="EmailConflict")
+    assert f"{NS}/olga" in (ready(obj) or {})["message"]
+    assert h.proxy.calls == {}, "a conflicting user makes no LiteLLM calls"
+    delete("gatewayuser", "olga")
+    wait_ready("olga-again", timeout=60)  # the remaining holder of the email takes over
+    assert h.admin.user(f"olga.{RUN}@company.com") is not None
+
+
 def test_missing_tier_then_created(h: Harness) -> None:
     late = f"late-{RUN}"
     apply(user("frank", late))
@@ -537,6 +550,17 @@ def test_drift_in_litellm_is_repaired_and_spend_flows_back(h: Harness, coding: s
         timeout=30,
     )
     assert len(h.admin.keys(f"llmgw.{NS}.liam")) == 1
+
+    # Converged: a resync costs one /key/list page per tier and writes nothing.
+    wait_ready("liam")
+    time.sleep(1)
+    h.proxy.reset()
+    time.sleep(7)  # two resync intervals
+    tiers = len(kubectl("get", "gatewaytiers", "-o", "name").split())
+    print(f"\n[measure] no-op resync, {tiers} tiers, 2 intervals: {h.proxy.calls}")
+    assert h.proxy.writes() == {}, h.proxy.calls
+    assert set(h.proxy.calls) <= {"GET /key/list?team_id"}, h.proxy.calls
+    assert h.proxy.count("GET /key/list?team_id") <= tiers * 3
 
 
 def test_two_hundred_users_at_once_with_bounded_admin_concurrency(h: Harness) -> None:
