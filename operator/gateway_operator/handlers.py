@@ -120,7 +120,7 @@ async def _kopf_errors(
     except (kopf.TemporaryError, kopf.PermanentError):
         raise
     except tier_service.TierInUse as error:
-        raise kopf.TemporaryError(str(error), delay=30) from None
+        raise kopf.TemporaryError(str(error), delay=10) from None
     except InvalidRequest as error:
         if on_error is not None:
             await on_error(error)
@@ -328,6 +328,7 @@ async def user_delete(
     async with svc.locked(user_service.lock_key(ref.namespace or "", ref.name)), _kopf_errors(retry):
         await user_service.delete_user(svc, user, delete_litellm_user=bool(spec.email) and not others)
     svc.forget_lock(user_service.lock_key(ref.namespace or "", ref.name))
+    await _refresh_tier_count(svc, spec.tier, gw_tiers, gw_users)
     if others:
         # The remaining holder of the email was waiting on EmailConflict: it can take over now.
         nxt = others[0]

@@ -158,3 +158,13 @@ async def test_key_list_asks_for_full_objects_oldest_first() -> None:
         "asc",
     )
     assert page.keys[0].spend == 0.0 and page.keys[0].models == ()
+
+
+def test_operator_log_filter_redacts_key_shaped_text(caplog: pytest.LogCaptureFixture) -> None:
+    from gateway_operator.__main__ import _RedactKeys
+
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "got %s", ("sk-abcdefghijklmnopqrstuvwxyz0123",), None
+    )
+    assert _RedactKeys().filter(record)
+    assert record.getMessage() == "got sk-***"
