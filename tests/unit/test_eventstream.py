@@ -13,6 +13,7 @@ import pytest
 from botocore.eventstream import ChecksumMismatch, EventStream, EventStreamBuffer, EventStreamMessage
 from botocore.exceptions import EventStreamError
 from botocore.parsers import EventStreamJSONParser
+
 from tests.stack.bedrock_stub import eventstream
 
 
