@@ -156,14 +156,17 @@ def gw_tiers(body: kopf.Body, name: str, **_: Any) -> dict[str, dict[str, Any]]:
 
 
 @kopf.index(GROUP, VERSION, USER_PLURAL)  # type: ignore[arg-type]
-def gw_users(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
-    return {
-        (namespace, name): {
-            "ref": _ref(body),
-            "spec": dict(body.get("spec") or {}),
-            "status": dict(body.get("status") or {}),
-        }
-    }
+def gw_users(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple[str, str], UserView | None]:
+    """Parsed once per event (not once per lookup): every reconcile scans this for email owners."""
+    try:
+        view: UserView | None = UserView(
+            ref=_ref(body),
+            spec=GatewayUserSpec.model_validate(body.get("spec") or {}),
+            status=GatewayUserStatus.model_validate(body.get("status") or {}),
+        )
+    except ValidationError:
+        view = None
+    return {(namespace, name): view}
 
 
 def _first(store: Iterable[Any]) -> Any:
@@ -182,18 +185,11 @@ def _tier_view(name: str, gw_tiers: kopf.Index[str, dict[str, Any]]) -> TierView
     return TierView(name=name, spec=spec, team_ready=status.team_id is not None)
 
 
-def _user_view(entry: dict[str, Any]) -> UserView | None:
-    try:
-        return UserView(
-            ref=entry["ref"],
-            spec=GatewayUserSpec.model_validate(entry["spec"]),
-            status=GatewayUserStatus.model_validate(entry["status"]),
-        )
-    except ValidationError:
-        return None
+def _user_view(entry: UserView | None) -> UserView | None:
+    return entry
 
 
-def _all_users(gw_users: kopf.Index[tuple[str, str], dict[str, Any]]) -> list[UserView]:
+def _all_users(gw_users: kopf.Index[tuple[str, str], UserView | None]) -> list[UserView]:
     views = (_user_view(entry) for store in gw_users.values() for entry in store)
     return [view for view in views if view is not None]
 
@@ -215,7 +211,7 @@ async def _reconcile_user(
     namespace: str,
     name: str,
     gw_tiers: kopf.Index[str, dict[str, Any]],
-    gw_users: kopf.Index[tuple[str, str], dict[str, Any]],
+    gw_users: kopf.Index[tuple[str, str], UserView | None],
     retry: int = 0,
     tier_override: TierView | None = None,
 ) -> None:
@@ -270,7 +266,7 @@ async def _refresh_tier_count(
     svc: Services,
     tier_name: str,
     gw_tiers: kopf.Index[str, dict[str, Any]],
-    gw_users: kopf.Index[tuple[str, str], dict[str, Any]],
+    gw_users: kopf.Index[tuple[str, str], UserView | None],
 ) -> None:
     entry = _first(gw_tiers.get(tier_name, ()))
     if entry is None:
@@ -292,7 +288,7 @@ async def user_reconcile(
     memo: kopf.Memo,
     retry: int,
     gw_tiers: kopf.Index[str, dict[str, Any]],
-    gw_users: kopf.Index[tuple[str, str], dict[str, Any]],
+    gw_users: kopf.Index[tuple[str, str], UserView | None],
     **_: Any,
 ) -> None:
     await _reconcile_user(memo.services, namespace, name, gw_tiers, gw_users, retry)
@@ -304,7 +300,7 @@ async def user_delete(
     memo: kopf.Memo,
     retry: int,
     gw_tiers: kopf.Index[str, dict[str, Any]],
-    gw_users: kopf.Index[tuple[str, str], dict[str, Any]],
+    gw_users: kopf.Index[tuple[str, str], UserView | None],
     **_: Any,
 ) -> None:
     svc: Services = memo.services
@@ -353,7 +349,7 @@ async def user_secret_event(
     body: kopf.Body,
     memo: kopf.Memo,
     gw_tiers: kopf.Index[str, dict[str, Any]],
-    gw_users: kopf.Index[tuple[str, str], dict[str, Any]],
+    gw_users: kopf.Index[tuple[str, str], UserView | None],
     **_: Any,
 ) -> None:
     """A user Secret deleted or edited by hand: re-run that user's reconcile now, not at the next resync."""
@@ -388,7 +384,7 @@ async def user_secret_event(
 # --- tiers ----------------------------------------------------------------------------------------------
 
 
-def _tier_users(name: str, gw_users: kopf.Index[tuple[str, str], dict[str, Any]]) -> list[UserView]:
+def _tier_users(name: str, gw_users: kopf.Index[tuple[str, str], UserView | None]) -> list[UserView]:
     return [u for u in _all_users(gw_users) if u.spec.tier == name and not u.ref.deleting]
 
 
@@ -427,7 +423,7 @@ async def tier_resume(
     name: str,
     memo: kopf.Memo,
     retry: int,
-    gw_users: kopf.Index[tuple[str, str], dict[str, Any]],
+    gw_users: kopf.Index[tuple[str, str], UserView | None],
     **_: Any,
 ) -> None:
     # Users resume on their own; no propagation needed here.
@@ -442,7 +438,7 @@ async def tier_changed(
     memo: kopf.Memo,
     retry: int,
     gw_tiers: kopf.Index[str, dict[str, Any]],
-    gw_users: kopf.Index[tuple[str, str], dict[str, Any]],
+    gw_users: kopf.Index[tuple[str, str], UserView | None],
     **_: Any,
 ) -> None:
     tier = await _reconcile_tier(body, name, memo, retry, len(_tier_users(name, gw_users)))
@@ -469,7 +465,7 @@ async def tier_delete(
     name: str,
     memo: kopf.Memo,
     retry: int,
-    gw_users: kopf.Index[tuple[str, str], dict[str, Any]],
+    gw_users: kopf.Index[tuple[str, str], UserView | None],
     **_: Any,
 ) -> None:
     users = [f"{u.ref.namespace}/{u.ref.name}" for u in _tier_users(name, gw_users)]
@@ -484,7 +480,7 @@ async def tier_resync(
     memo: kopf.Memo,
     stopped: kopf.DaemonStopped,
     gw_tiers: kopf.Index[str, dict[str, Any]],
-    gw_users: kopf.Index[tuple[str, str], dict[str, Any]],
+    gw_users: kopf.Index[tuple[str, str], UserView | None],
     logger: logging.Logger,
     **_: Any,
 ) -> None:
