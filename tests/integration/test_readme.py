@@ -14,6 +14,8 @@ Key values never reach the output: everything shown on failure is masked.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import shutil
@@ -22,6 +24,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,7 @@ class Ctx:
     shell: Shell
     stack: dict[str, str] = field(repr=False)  # holds the master key: never in a traceback
     scratch_namespace: str = ""
+    attempted: set[int] = field(default_factory=set)  # README lines of the blocks already run
 
 
 Handler = Callable[[Ctx, Block], None]
@@ -190,8 +194,19 @@ def health(ctx: Ctx, block: Block) -> None:
     nonempty_env(
         ctx.shell.env, "KUBECONFIG", "LITELLM_ADMIN_URL", "LITELLM_MASTER_KEY", "OPERATOR_HEALTH_URL"
     )
-    for name in ("kubernetes", "litellm liveness", "database", "bedrock route"):
-        assert name in ran.stdout, ran.stdout
+    lines = ran.stdout.splitlines()
+    status_at = lines[0].index("STATUS")
+    checks = {line[:status_at].strip(): line[status_at:].split()[0] for line in lines[1:-1] if line.strip()}
+    for name in (
+        "kubernetes",
+        "operator",
+        "litellm liveness",
+        "litellm readiness",
+        "database",
+        "bedrock route",
+    ):
+        assert checks.get(name) == "OK", ran.stdout
+    assert ran.stdout.splitlines()[-1].strip() == "healthy", ran.stdout
 
 
 @handles(
@@ -266,12 +281,16 @@ def users_list_usage(ctx: Ctx, block: Block) -> None:
     for column in ("email", "tier", "spend", "budget", "remaining", "rpm", "ready", "key age"):
         assert column in header, table.stdout
     assert "alice@company.com" in table.stdout and "dana@company.com" in table.stdout
-    assert (
-        csv_out.stdout.splitlines()[0].startswith("namespace,") or "email" in csv_out.stdout.splitlines()[0]
-    )
-    assert "alice@company.com" in csv_out.stdout
-    assert "architect" in usage.stdout
-    json.loads(usage_json.stdout)
+    rows = list(csv.DictReader(io.StringIO(csv_out.stdout)))
+    alice = next(row for row in rows if row["email"] == "alice@company.com")
+    assert (alice["namespace"], alice["tier"], alice["ready"]) == ("demo", "architect", "True"), alice
+    assert "by tier" in usage.stdout and "by user" in usage.stdout, usage.stdout
+    month = json.loads(usage_json.stdout)
+    assert month["month"] == datetime.now(UTC).strftime("%Y-%m")
+    # LITELLM_* come from `source .stack/env` above, so usage reads LiteLLM's spend records, as README says.
+    assert month["source"] == "litellm", month["source"]
+    spent = {user["email"]: user["spendUSD"] for user in month["users"]}
+    assert spent["alice@company.com"] > 0, "alice's calls above (curl, Python, Node) were not counted"
 
 
 @handles(
@@ -646,7 +665,15 @@ def test_offline_block(block: Block, offline_ctx: Ctx) -> None:
 @pytest.mark.stack
 @pytest.mark.parametrize("block", ON_STACK, ids=block_id)
 def test_block_on_the_stack(block: Block, stack_ctx: Ctx) -> None:
-    """In README order: later blocks use what earlier ones exported or created, as for a reader."""
+    """In README order: later blocks use what earlier ones exported or created, as for a reader. Earlier
+    blocks a `-k` selection left out run first, so any one block can be run alone."""
+    for earlier in ON_STACK:
+        if earlier.line >= block.line:
+            break
+        if earlier.line not in stack_ctx.attempted:
+            stack_ctx.attempted.add(earlier.line)
+            entry(earlier).handler(stack_ctx, earlier)
+    stack_ctx.attempted.add(block.line)
     entry(block).handler(stack_ctx, block)
 
 
