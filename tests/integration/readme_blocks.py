@@ -81,6 +81,14 @@ def split_commands(text: str) -> list[str]:
     return commands
 
 
+class Hidden(str):
+    """A key value whose repr is masked: pytest prints call arguments in tracebacks and assertion
+    explanations, so a key is wrapped before it is passed to any function."""
+
+    def __repr__(self) -> str:
+        return "'<masked>'"
+
+
 @dataclass
 class Masker:
     """Replaces every sk-… key and every registered secret value by a placeholder."""
@@ -101,8 +109,8 @@ class Masker:
 class Ran:
     command: str
     returncode: int
-    stdout: str
-    stderr: str
+    stdout: str = field(repr=False)  # may hold a key (`… | base64 -d`): never in a traceback
+    stderr: str = field(repr=False)
 
 
 class CommandFailed(AssertionError):
@@ -127,7 +135,8 @@ class Shell:
         env_add: dict[str, str] | None = None,
         timeout: float = 150,
     ) -> Ran:
-        """Run one command; `env_add` is for this command only (not carried to the next)."""
+        """Run one command; `env_add` is for this command only (not carried to the next) and shows in
+        tracebacks: no secrets in it."""
         shown = command
         if rewrite:
             command = rewrite(command)

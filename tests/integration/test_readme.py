@@ -32,6 +32,7 @@ import pytest
 import yaml
 from tests.integration.readme_blocks import (
     Block,
+    Hidden,
     Masker,
     Ran,
     Shell,
@@ -94,7 +95,7 @@ def only(results: list[Ran], count: int) -> list[Ran]:
     return results
 
 
-def is_secret_key(value: str, secret: str) -> bool:
+def is_secret_key(value: Hidden, secret: str) -> bool:
     """Compared here, not in an assert, so a mismatch never prints a key."""
     return value.startswith("sk-") and value == k.read_secret_value(secret, "demo", "api-key")
 
@@ -146,7 +147,9 @@ def export_key(ctx: Ctx, block: Block) -> None:
     only(ctx.shell.run_block(block), 2)
     env = nonempty_env(ctx.shell.env, "OPENAI_API_KEY", "OPENAI_BASE_URL")
     ctx.shell.mask.add(env["OPENAI_API_KEY"])
-    assert is_secret_key(env["OPENAI_API_KEY"], "alice-llm-key"), "OPENAI_API_KEY is not alice's api-key"
+    assert is_secret_key(Hidden(env["OPENAI_API_KEY"]), "alice-llm-key"), (
+        "OPENAI_API_KEY is not alice's api-key"
+    )
     assert env["OPENAI_BASE_URL"] == ctx.stack["LLM_GATEWAY_URL"] and env["OPENAI_BASE_URL"].endswith("/v1")
 
 
@@ -231,7 +234,7 @@ def tiers(ctx: Ctx, block: Block) -> None:
 def users_add(ctx: Ctx, block: Block) -> None:
     added, key = only(ctx.shell.run_block(block), 2)
     assert "GatewayUser/demo/dana-company-com created" in added.stdout, ctx.shell.mask(added.stdout)
-    value = key.stdout.strip()
+    value = Hidden(key.stdout.strip())
     ctx.shell.mask.add(value)
     assert is_secret_key(value, "dana-company-com-llm-key"), "the printed value is not dana's api-key"
 
@@ -595,9 +598,11 @@ def delete_readme_users() -> None:
 
 
 @pytest.fixture(scope="module")
-def stack_ctx(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ctx]:
+def stack_ctx(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ctx]:
     """The demo tiers and users Ready (as `make demo` applies them), README-created users gone, and a
     reader's terminal with only KUBECONFIG set until the README sources .stack/env."""
+    # Not a parameter: pytest prints a failing fixture's arguments, and this dict holds the master key.
+    stack_env: dict[str, str] = request.getfixturevalue("stack_env")
     root = scratch_dir(tmp_path_factory.mktemp("readme"))
     (root / ".stack").mkdir()
     shutil.copy(ENV_FILE, root / ".stack" / "env")
@@ -737,9 +742,11 @@ def describe_gwtier(ctx: Ctx) -> None:
 def list_models(ctx: Ctx) -> None:
     api_key, base_url = k.user_key(k.get_json("gatewayuser", "alice", "demo") or {})
     ctx.shell.mask.add(api_key)
-    out = ctx.shell.run(
-        f'curl -sS "{base_url}/models" -H "Authorization: Bearer $ALICE_KEY"', env_add={"ALICE_KEY": api_key}
-    )
+    ctx.shell.env["ALICE_KEY"] = api_key  # the shell's env never shows in a traceback
+    try:
+        out = ctx.shell.run(f'curl -sS "{base_url}/models" -H "Authorization: Bearer $ALICE_KEY"')
+    finally:
+        ctx.shell.env.pop("ALICE_KEY", None)
     served = sorted(m["id"] for m in json.loads(out.stdout)["data"])
     assert served == ["model-embed", "model-reasoning", "model-reasoning-opus"], served
 
