@@ -13,13 +13,14 @@ import kopf
 from pydantic import ValidationError
 
 from gateway_operator import conditions as cond
-from gateway_operator import naming
+from gateway_operator import metrics, naming
 from gateway_operator.clients.kubernetes import K8sConflict, K8sError, KubernetesClient
 from gateway_operator.clients.litellm import InvalidRequest, LiteLLMClient, LiteLLMError
 from gateway_operator.models import (
     API_VERSION,
     GROUP,
     MANAGED_BY,
+    TIER_KIND,
     TIER_PLURAL,
     USER_KIND,
     USER_PLURAL,
@@ -74,6 +75,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     kube = await KubernetesClient.connect()
     memo.services = Services(litellm=litellm, kube=kube, settings=config, events=_post_event)
+    metrics.serve(config.metrics_port, config.health_host)
     log.info(
         "LiteLLM admin %s, public base URL %s, max %d admin calls in flight, resync every %.0fs",
         config.litellm_admin_url,
@@ -236,7 +238,8 @@ async def _reconcile_user(
             await user_service.report_error(svc, user, error)
 
         async with _kopf_errors(retry, report):
-            status = await user_service.reconcile_user(svc, user, tier, email_owner=owner)
+            with metrics.timed(USER_KIND):
+                status = await user_service.reconcile_user(svc, user, tier, email_owner=owner)
     await _refresh_tier_count(svc, spec.tier, gw_tiers, gw_users)
     waiting = cond.get_condition(status.conditions, cond.READY)
     if waiting is not None and waiting.reason in (cond.TIER_NOT_FOUND, cond.TIER_NOT_READY):
@@ -270,13 +273,21 @@ async def _refresh_tier_count(
 ) -> None:
     entry = _first(gw_tiers.get(tier_name, ()))
     if entry is None:
+        metrics.forget_tier(tier_name)
         return
-    count = sum(1 for u in _all_users(gw_users) if u.spec.tier == tier_name and not u.ref.deleting)
+    members = [u for u in _all_users(gw_users) if u.spec.tier == tier_name and not u.ref.deleting]
+    metrics.set_tier_users(tier_name, (_ready_labels(u) for u in members))
+    count = len(members)
     try:
         status = GatewayTierStatus.model_validate(entry["status"])
         await tier_service.update_user_count(svc, ObjectRef(name=tier_name), status, count)
     except (K8sError, ValidationError) as error:
         log.warning("could not update the user count of tier %s: %s", tier_name, error)
+
+
+def _ready_labels(user: UserView) -> tuple[str, str]:
+    ready = cond.get_condition(user.status.conditions, cond.READY)
+    return (ready.status, ready.reason) if ready is not None else ("Unknown", "")
 
 
 @kopf.on.resume(GROUP, VERSION, USER_PLURAL)
@@ -413,7 +424,8 @@ async def _reconcile_tier(body: kopf.Body, name: str, memo: kopf.Memo, retry: in
             log.warning("could not record the failure on tier %s: %s", name, write_error)
 
     async with _kopf_errors(retry, report):
-        await tier_service.reconcile_tier(svc, ref, spec, current, users)
+        with metrics.timed(TIER_KIND):
+            await tier_service.reconcile_tier(svc, ref, spec, current, users)
     return TierView(name=name, spec=spec, team_ready=True)
 
 
@@ -472,6 +484,7 @@ async def tier_delete(
     current = GatewayTierStatus.model_validate(body.get("status") or {})
     async with _kopf_errors(retry):
         await tier_service.delete_tier(memo.services, _ref(body), current, users)
+    metrics.forget_tier(name)
 
 
 @kopf.daemon(GROUP, VERSION, TIER_PLURAL, cancellation_timeout=10)  # type: ignore[arg-type]
@@ -500,13 +513,45 @@ async def tier_resync(
             await _reconcile_user(svc, user.ref.namespace or "", user.ref.name, gw_tiers, gw_users)
 
         try:
-            report = await sync_service.resync_tier(svc, tier, by_alias, reconcile)
+            with metrics.timed("Resync"):
+                report = await sync_service.resync_tier(svc, tier, by_alias, reconcile)
         except (LiteLLMError, K8sError) as error:
             logger.warning(f"resync failed: {error}")
             continue
         await _refresh_tier_count(svc, name, gw_tiers, gw_users)
+        await _record_tier_spend(svc, name, report, gw_tiers)
         logger.debug(
             f"resync: {report.keys} keys in {report.pages} page(s), {report.synced} synced, "
             f"{report.status_writes} status writes, repaired {report.repaired}, "
-            f"orphans {report.orphans_deleted}"
+            f"orphans {report.orphans_deleted}, budget resets repaired {report.resets_repaired}"
         )
+
+
+async def _record_tier_spend(
+    svc: Services, name: str, report: sync_service.SyncReport, gw_tiers: kopf.Index[str, dict[str, Any]]
+) -> None:
+    """Tier spend from this resync; gateway-wide spend from the other tiers' last recorded sums."""
+    metrics.TIER_SPEND.labels(tier=name).set(report.spend_usd)
+    metrics.TIER_BUDGET.labels(tier=name).set(report.budget_usd)
+    others = 0.0
+    current: GatewayTierStatus | None = None
+    for tier_name, store in gw_tiers.items():
+        entry = _first(store)
+        if entry is None:
+            continue
+        try:
+            status = GatewayTierStatus.model_validate(entry["status"])
+        except ValidationError:
+            continue
+        if tier_name == name:
+            current = status
+        else:
+            others += status.spend_usd or 0.0
+    if current is None:
+        return
+    try:
+        await tier_service.update_spend(
+            svc, ObjectRef(name=name), current, report.spend_usd, report.budget_usd, others + report.spend_usd
+        )
+    except K8sError as error:
+        log.warning("could not record the spend of tier %s: %s", name, error)

@@ -70,8 +70,19 @@ class GatewayTierSpec(_Model):
 class GatewayTierStatus(_Model):
     team_id: str | None = Field(default=None, alias="teamId")
     users: int | None = None
+    # Sums over the tier's users' keys (from the resync's /key/list pages), and over every tier.
+    spend_usd: float | None = Field(default=None, alias="spendUSD")
+    budget_usd: float | None = Field(default=None, alias="budgetUSD")
+    gateway_spend_usd: float | None = Field(default=None, alias="gatewaySpendUSD")
     conditions: tuple[Condition, ...] = ()
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
+
+
+class BudgetAlert(_Model):
+    """Highest budget threshold (percent) announced within the budget period ending at ``period``."""
+
+    level: int = Field(ge=0, le=100)
+    period: str | None = None
 
 
 class GatewayUserSpec(_Model):
@@ -98,6 +109,7 @@ class GatewayUserStatus(_Model):
     tpm_limit: int | None = Field(default=None, alias="tpmLimit")
     models: tuple[str, ...] | None = None
     last_sync_time: str | None = Field(default=None, alias="lastSyncTime")
+    budget_alert: BudgetAlert | None = Field(default=None, alias="budgetAlert")
     conditions: tuple[Condition, ...] = ()
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
 

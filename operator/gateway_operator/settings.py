@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     orphan_grace_seconds: float = Field(
         default=120.0, ge=0, validation_alias=AliasChoices("ORPHAN_GRACE_SECONDS")
     )
+    # A key whose budget_reset_at is this far in the past was missed by LiteLLM's reset job (which runs
+    # every ~10 minutes): the resync resets it (spend 0, reset time recomputed) and posts an Event.
+    budget_reset_grace_seconds: float = Field(
+        default=1800.0, ge=0, validation_alias=AliasChoices("BUDGET_RESET_GRACE_SECONDS")
+    )
+    # Prometheus /metrics on its own port (the chart sets 9090); 0 serves none.
+    metrics_port: int = Field(default=0, ge=0, le=65535, validation_alias=AliasChoices("METRICS_PORT"))
     health_host: str = Field(default="0.0.0.0", validation_alias=AliasChoices("HEALTH_HOST"))
     health_port: int = Field(default=8080, ge=0, le=65535, validation_alias=AliasChoices("HEALTH_PORT"))
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))

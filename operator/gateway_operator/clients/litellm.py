@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from gateway_operator import metrics
 from gateway_operator.models import KeyRecord, TeamRecord, UserRecord
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class LiteLLMClient:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self.calls[f"{method} {path}"] += 1
+            metrics.LITELLM_REQUESTS.labels(method=method, endpoint=path).inc()
             started = time.monotonic()
             try:
                 return await self._http.request(method, path, params=params, json=body, headers=headers)
@@ -154,10 +156,14 @@ class LiteLLMClient:
                 response = await self._send(method, path, params=params, body=body)
             except httpx.TransportError as error:
                 failure: LiteLLMError = BackendUnavailable(path, type(error).__name__)
+                metrics.LITELLM_ERRORS.labels(method=method, endpoint=path, error=type(error).__name__).inc()
             else:
                 if response.status_code < 400:
                     return response.json() if response.content else None
                 failure = self._classify(path, response)
+                metrics.LITELLM_ERRORS.labels(
+                    method=method, endpoint=path, error=str(response.status_code)
+                ).inc()
                 if not isinstance(failure, BackendUnavailable):
                     raise failure
             if attempt >= self._retries:

@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from gateway_operator import budgets, metrics, naming
 from gateway_operator import desired as want
-from gateway_operator import naming
-from gateway_operator.models import KeyRecord, TierView, UserView
+from gateway_operator.models import USER_KIND, KeyRecord, TierView, UserView
 from gateway_operator.services import users as user_service
 from gateway_operator.services.core import Services
 
@@ -31,6 +31,9 @@ class SyncReport:
     status_writes: int = 0
     repaired: list[str] = field(default_factory=list)
     orphans_deleted: list[str] = field(default_factory=list)
+    resets_repaired: list[str] = field(default_factory=list)
+    spend_usd: float = 0.0  # over the keys of the tier's live users
+    budget_usd: float = 0.0
 
 
 async def list_team_keys(svc: Services, team_id: str) -> tuple[list[KeyRecord], int]:
@@ -68,6 +71,32 @@ def _is_orphan(key: KeyRecord, live_aliases: set[str], now: datetime, grace_seco
     return (now - created).total_seconds() >= grace_seconds
 
 
+async def repair_missed_reset(svc: Services, user: UserView, key: KeyRecord, now: datetime) -> KeyRecord:
+    """Do what LiteLLM's reset job should have done: spend 0 and a recomputed budget_reset_at."""
+    assert key.token is not None and key.budget_duration is not None
+    # Re-sending the same budget_duration keeps a due reset time; a different one recomputes it.
+    await svc.litellm.key_update(key.token, {"spend": 0, "budget_duration": budgets.RESET_NUDGE_DURATION})
+    await svc.litellm.key_update(key.token, {"budget_duration": key.budget_duration})
+    fresh = await svc.litellm.key_info(key.token)
+    if fresh is None or fresh.budget_reset_at is None:
+        fresh = key.model_copy(update={"spend": 0.0, "budget_reset_at": want.next_budget_reset(now)})
+    else:
+        fresh = fresh.model_copy(update={"token": key.token})
+    metrics.BUDGET_RESETS_REPAIRED.inc()
+    assert key.budget_reset_at is not None
+    due = key.budget_reset_at if key.budget_reset_at.tzinfo else key.budget_reset_at.replace(tzinfo=UTC)
+    svc.events(
+        USER_KIND,
+        user.ref,
+        "Warning",
+        budgets.BUDGET_RESET_MISSED,
+        f"LiteLLM did not reset the budget of key {naming.key_id(key.token)} due at {due.isoformat()} "
+        f"({(now - due).total_seconds() / 60:.0f} min ago); spend {key.spend:.4f} USD set to 0, "
+        f"next reset {fresh.budget_reset_at.isoformat() if fresh.budget_reset_at else 'unknown'}",
+    )
+    return fresh
+
+
 async def resync_tier(
     svc: Services,
     tier: TierView,
@@ -95,12 +124,29 @@ async def resync_tier(
             continue
         assert key is not None
         secret_name = naming.secret_name(user.ref.name, user.spec.secret_name)
-        status = user_service.status_from_key(user, tier, secret_name, key)
         async with svc.locked(user_service.lock_key(user.ref.namespace or "", user.ref.name)):
+            now = datetime.now(UTC)
+            if key.budget_duration and budgets.reset_missed(
+                key.budget_reset_at, now, svc.settings.budget_reset_grace_seconds
+            ):
+                try:
+                    key = by_alias[alias] = await repair_missed_reset(svc, user, key, now)
+                    report.resets_repaired.append(f"{user.ref.namespace}/{user.ref.name}")
+                except Exception as error:  # reported; the next resync tries again
+                    log.warning(
+                        "budget reset repair of %s/%s failed: %s", user.ref.namespace, user.ref.name, error
+                    )
+            status = user_service.status_from_key(user, tier, secret_name, key)
             if await user_service.write_status(svc, user, status):
                 report.status_writes += 1
+                user_service.announce_budget(svc, user, status)
         report.synced += 1
 
+    for alias, key in by_alias.items():
+        owner = users_by_alias.get(alias)
+        if owner is not None and not owner.ref.deleting and owner.spec.tier == tier.name:
+            report.spend_usd += key.spend
+            report.budget_usd += key.max_budget or 0.0
     now = datetime.now(UTC)
     orphans = [k for k in keys if _is_orphan(k, set(users_by_alias), now, svc.settings.orphan_grace_seconds)]
     if orphans:

@@ -56,6 +56,9 @@ def tier_status(
     return GatewayTierStatus(
         teamId=team_id,
         users=users,
+        spendUSD=current.spend_usd,
+        budgetUSD=current.budget_usd,
+        gatewaySpendUSD=current.gateway_spend_usd,
         conditions=cond.set_condition(current.conditions, cond.READY, ready, reason, message, generation),
         observedGeneration=generation,
     )
@@ -105,3 +108,27 @@ async def update_user_count(svc: Services, ref: ObjectRef, current: GatewayTierS
     if current.users == users or current.team_id is None:
         return
     await svc.kube.patch_status(TIER_PLURAL, ref.name, None, {"users": users})
+
+
+async def update_spend(
+    svc: Services,
+    ref: ObjectRef,
+    current: GatewayTierStatus,
+    spend: float,
+    budget: float,
+    gateway_spend: float,
+) -> bool:
+    """Patch the tier's spend sums only when they changed (a no-op resync writes nothing)."""
+    new = {
+        "spendUSD": round(spend, 6),
+        "budgetUSD": round(budget, 6),
+        "gatewaySpendUSD": round(gateway_spend, 6),
+    }
+    old = {
+        "spendUSD": current.spend_usd,
+        "budgetUSD": current.budget_usd,
+        "gatewaySpendUSD": current.gateway_spend_usd,
+    }
+    if new == old or current.team_id is None:
+        return False
+    return await svc.kube.patch_status(TIER_PLURAL, ref.name, None, new)

@@ -16,9 +16,9 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway_operator import budgets, metrics, naming
 from gateway_operator import conditions as cond
 from gateway_operator import desired as want
-from gateway_operator import naming
 from gateway_operator.clients.kubernetes import K8sConflict, SecretView
 from gateway_operator.clients.litellm import Conflict, LiteLLMError
 from gateway_operator.models import (
@@ -312,7 +312,7 @@ def status_from_key(user: UserView, tier: TierView, secret_name: str, key: KeyRe
     if reset_at is not None and reset_at.tzinfo is None:
         reset_at = reset_at.replace(tzinfo=UTC)
     reset = reset_at.isoformat().replace("+00:00", "Z") if reset_at else None
-    return _ready_status(
+    status = _ready_status(
         user,
         ready,
         reason,
@@ -327,6 +327,32 @@ def status_from_key(user: UserView, tier: TierView, secret_name: str, key: KeyRe
         rpm_limit=key.rpm_limit,
         tpm_limit=key.tpm_limit,
         models=tuple(sorted(key.models)),
+    )
+    level = budgets.budget_level(key.spend, key.max_budget)
+    return status.model_copy(
+        update={
+            "budget_alert": budgets.decide_alert(
+                user.status.budget_alert, level, reset or user.status.budget_reset_at
+            ),
+            "conditions": budgets.apply_warning(
+                status.conditions, level, key.spend, key.max_budget, user.ref.generation
+            ),
+        }
+    )
+
+
+def announce_budget(svc: Services, user: UserView, status: GatewayUserStatus) -> None:
+    """After ``status`` was written: one Event per threshold crossed per budget period."""
+    level = budgets.newly_crossed(user.status.budget_alert, status.budget_alert)
+    if level is None:
+        return
+    metrics.BUDGET_ALERTS.labels(threshold=str(level)).inc()
+    svc.events(
+        USER_KIND,
+        user.ref,
+        "Warning",
+        budgets.reason_for(level),
+        budgets.event_message(level, status.spend_usd or 0.0, status.max_budget_usd, status.budget_reset_at),
     )
 
 
@@ -375,9 +401,11 @@ async def reconcile_user(
         if (
             condition
             and condition.status == "False"
+            and condition.reason != cond.BUDGET_EXCEEDED  # announce_budget posts it, once per period
             and (previous is None or previous.reason != condition.reason)
         ):
             svc.events(USER_KIND, user.ref, "Warning", condition.reason, condition.message)
+        announce_budget(svc, user, status)
     return status
 
 
