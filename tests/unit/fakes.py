@@ -196,6 +196,12 @@ class FakeLiteLLM:
         alias = body.get("key_alias")
         if alias and any(k.get("key_alias") == alias and t != token for t, k in self.keys.items()):
             return _error(400, f"Key with alias '{alias}' already exists.")
+        duration = body.get("budget_duration")
+        if duration:
+            # LiteLLM recomputes budget_reset_at unless the same duration is re-sent while a reset is due.
+            due = str(row.get("budget_reset_at") or "9999") <= datetime.now(UTC).isoformat()
+            if duration != row.get("budget_duration") or not due:
+                row["budget_reset_at"] = _next_month()
         row.update({k: v for k, v in body.items() if k != "key"})
         return httpx.Response(200, json={**row})
 
