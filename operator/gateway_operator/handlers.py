@@ -168,6 +168,13 @@ def gw_users(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple
         )
     except ValidationError:
         view = None
+    ready = cond.get_condition((view.status.conditions if view else ()), cond.READY)
+    metrics.track_user(
+        (namespace, name),
+        None if view is None or view.ref.deleting else view.spec.tier,
+        ready.status if ready else "Unknown",
+        ready.reason if ready else "",
+    )
     return {(namespace, name): view}
 
 
@@ -276,18 +283,12 @@ async def _refresh_tier_count(
         metrics.forget_tier(tier_name)
         return
     members = [u for u in _all_users(gw_users) if u.spec.tier == tier_name and not u.ref.deleting]
-    metrics.set_tier_users(tier_name, (_ready_labels(u) for u in members))
     count = len(members)
     try:
         status = GatewayTierStatus.model_validate(entry["status"])
         await tier_service.update_user_count(svc, ObjectRef(name=tier_name), status, count)
     except (K8sError, ValidationError) as error:
         log.warning("could not update the user count of tier %s: %s", tier_name, error)
-
-
-def _ready_labels(user: UserView) -> tuple[str, str]:
-    ready = cond.get_condition(user.status.conditions, cond.READY)
-    return (ready.status, ready.reason) if ready is not None else ("Unknown", "")
 
 
 @kopf.on.resume(GROUP, VERSION, USER_PLURAL)
@@ -335,6 +336,7 @@ async def user_delete(
     async with svc.locked(user_service.lock_key(ref.namespace or "", ref.name)), _kopf_errors(retry):
         await user_service.delete_user(svc, user, delete_litellm_user=bool(spec.email) and not others)
     svc.forget_lock(user_service.lock_key(ref.namespace or "", ref.name))
+    metrics.track_user((ref.namespace or "", ref.name), None, "", "")
     await _refresh_tier_count(svc, spec.tier, gw_tiers, gw_users)
     if others:
         # The remaining holder of the email was waiting on EmailConflict: it can take over now.

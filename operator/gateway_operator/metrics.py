@@ -7,10 +7,12 @@ or a user name.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 RECONCILE_SECONDS = Histogram(
     "llmgw_reconcile_duration_seconds",
@@ -26,9 +28,6 @@ LITELLM_ERRORS = Counter(
     "LiteLLM admin API failures (each attempt), by error class (HTTP status or transport)",
     ["method", "endpoint", "error"],
 )
-USERS = Gauge(
-    "llmgw_users", "GatewayUsers by tier and Ready condition (status and reason)", ["tier", "ready", "reason"]
-)
 TIER_SPEND = Gauge("llmgw_tier_spend_usd", "Spend of the tier's users in the current budget period", ["tier"])
 TIER_BUDGET = Gauge("llmgw_tier_budget_usd", "Sum of the monthly budgets of the tier's users", ["tier"])
 BUDGET_ALERTS = Counter(
@@ -40,7 +39,35 @@ BUDGET_RESETS_REPAIRED = Counter(
     "llmgw_budget_resets_repaired_total", "Keys whose missed LiteLLM budget reset the watchdog repaired"
 )
 
-_user_labels: dict[str, set[tuple[str, str]]] = {}
+# (namespace, name) -> (tier, Ready status, Ready reason), fed by the GatewayUser index on every event,
+# so the gauge is exact at scrape time without any API call.
+_users: dict[tuple[str, str], tuple[str, str, str]] = {}
+
+
+class _UsersCollector(Collector):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "llmgw_users",
+            "GatewayUsers by tier and Ready condition (status and reason)",
+            labels=["tier", "ready", "reason"],
+        )
+        counts: dict[tuple[str, str, str], int] = {}
+        for labels in list(_users.values()):
+            counts[labels] = counts.get(labels, 0) + 1
+        for labels, count in sorted(counts.items()):
+            family.add_metric(list(labels), count)
+        yield family
+
+
+REGISTRY.register(_UsersCollector())
+
+
+def track_user(key: tuple[str, str], tier: str | None, ready: str, reason: str) -> None:
+    """Record a GatewayUser as last seen (tier None or a deleting object forgets it)."""
+    if tier is None:
+        _users.pop(key, None)
+    else:
+        _users[key] = (tier, ready, reason)
 
 
 @contextmanager
@@ -54,20 +81,7 @@ def timed(kind: str) -> Iterator[None]:
         RECONCILE_SECONDS.labels(kind=kind, outcome=outcome).observe(time.perf_counter() - started)
 
 
-def set_tier_users(tier: str, ready: Iterable[tuple[str, str]]) -> None:
-    """Replace the tier's user counts with those of ``ready`` ((status, reason) per user)."""
-    counts: dict[tuple[str, str], int] = {}
-    for item in ready:
-        counts[item] = counts.get(item, 0) + 1
-    for stale in _user_labels.get(tier, set()) - set(counts):
-        USERS.remove(tier, *stale)
-    for (status, reason), count in counts.items():
-        USERS.labels(tier=tier, ready=status, reason=reason).set(count)
-    _user_labels[tier] = set(counts)
-
-
 def forget_tier(tier: str) -> None:
-    set_tier_users(tier, ())
     for gauge in (TIER_SPEND, TIER_BUDGET):
         with suppress(KeyError):
             gauge.remove(tier)

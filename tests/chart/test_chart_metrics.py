@@ -99,12 +99,9 @@ def test_schema_rejects_a_metrics_port_clashing_with_health_and_unknown_keys() -
 
 
 def test_operator_metric_names_are_the_ones_the_chart_documents() -> None:
-    from gateway_operator import metrics
+    from prometheus_client import REGISTRY
 
-    registered = {
-        getattr(metrics, name)._name
-        for name in dir(metrics)
-        if hasattr(getattr(metrics, name), "_name")
-        and str(getattr(getattr(metrics, name), "_name", "")).startswith("llmgw_")
-    }
+    import gateway_operator.metrics  # noqa: F401  (registers them)
+
+    registered = {family.name for family in REGISTRY.collect() if family.name.startswith("llmgw_")}
     assert {re.sub(r"_total$", "", n) for n in METRIC_NAMES} == registered

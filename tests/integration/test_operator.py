@@ -17,6 +17,7 @@ import secrets
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -204,7 +205,11 @@ class Harness:
         self.operator = self._new_operator()
 
     def _new_operator(self) -> OperatorProcess:
+        from tests.stack.common import free_port
+
+        self.metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
         settings = {
+            "METRICS_PORT": self.metrics_url.split(":")[2].split("/")[0],
             "LITELLM_ADMIN_URL": self.proxy.url,
             "LITELLM_MAX_CONCURRENCY": "10",
             "LITELLM_BACKOFF_SECONDS": "0.2",
@@ -670,3 +675,115 @@ def test_sentinel_no_key_value_in_status_events_or_logs(h: Harness) -> None:
         assert value not in logs
     assert h.env["LITELLM_MASTER_KEY"] not in logs + events + statuses
     assert "KeyCreated" in events, "the operator does post Events (so the check above is meaningful)"
+
+
+# --- budgets you can trust, and metrics ----------------------------------------------------------------
+
+
+def events_of(name: str, namespace: str = NS) -> list[dict[str, Any]]:
+    out = kubectl(
+        "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}", "-o", "json"
+    )
+    items: list[dict[str, Any]] = json.loads(out)["items"]
+    return items
+
+
+def reasons_of(name: str) -> list[str]:
+    return [e["reason"] for e in events_of(name) for _ in range(int(e.get("count") or 1))]
+
+
+@pytest.mark.usefixtures("fast_resync")
+def test_budget_thresholds_alert_once_and_a_missed_reset_is_repaired(h: Harness, coding: str) -> None:
+    import psycopg
+
+    apply(user("nora", coding))
+    wait_ready("nora")
+    key = h.admin.key(f"llmgw.{NS}.nora")
+    assert key is not None
+    h.admin.update_key(key["token"], spend=17.0)  # 85% of the tier's 20 USD
+    obj = wait_for(
+        "budgetAlert 80",
+        lambda: (
+            (o := get("gatewayuser", "nora"))
+            and (o["status"].get("budgetAlert") or {}).get("level") == 80
+            and o
+        ),
+        timeout=30,
+    )
+    warning = [c for c in obj["status"]["conditions"] if c["type"] == "BudgetWarning"]
+    assert warning and (warning[0]["status"], warning[0]["reason"]) == ("True", "Budget80")
+    wait_for("Budget80 event", lambda: "Budget80" in reasons_of("nora"), timeout=15)
+    time.sleep(7)  # two more resyncs: the threshold is not announced again
+    assert reasons_of("nora").count("Budget80") == 1, reasons_of("nora")
+
+    # LiteLLM's reset job "missed" the period end: move budget_reset_at two hours into the past.
+    with psycopg.connect(h.env["DATABASE_URL"], autocommit=True) as conn:
+        updated = conn.execute(
+            "UPDATE \"LiteLLM_VerificationToken\" SET budget_reset_at = now() - interval '2 hours' "
+            "WHERE token = %s",
+            (key["token"],),
+        ).rowcount
+    assert updated == 1
+    wait_for("BudgetResetMissed event", lambda: "BudgetResetMissed" in reasons_of("nora"), timeout=30)
+    repaired = h.admin.key_info(key["token"])
+    assert repaired is not None and repaired["spend"] == 0 and repaired["budget_duration"] == "1mo"
+    reset_at = datetime.fromisoformat(str(repaired["budget_reset_at"]).replace("Z", "+00:00"))
+    if reset_at.tzinfo is None:
+        reset_at = reset_at.replace(tzinfo=UTC)
+    assert reset_at > datetime.now(UTC) and reset_at.day == 1, repaired["budget_reset_at"]
+    obj = wait_for(
+        "status after the repair",
+        lambda: (o := get("gatewayuser", "nora")) and o["status"].get("spendUSD") == 0 and o,
+        timeout=15,
+    )
+    assert obj["status"]["budgetAlert"]["level"] == 0
+    warning = [c for c in obj["status"]["conditions"] if c["type"] == "BudgetWarning"]
+    assert warning[0]["status"] == "False"
+    assert reasons_of("nora").count("BudgetResetMissed") == 1
+    # Tier status carries the spend of its users and of the whole gateway.
+    tier_obj = wait_for(
+        "tier spend",
+        lambda: (t := get("gatewaytier", coding, None)) and "spendUSD" in t["status"] and t,
+        timeout=15,
+    )
+    assert tier_obj["status"]["gatewaySpendUSD"] >= tier_obj["status"]["spendUSD"] >= 0
+    assert tier_obj["status"]["budgetUSD"] >= 20
+
+
+def test_metrics_endpoint_serves_the_operator_metrics(h: Harness, coding: str) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    apply(user("olga", coding))
+    wait_ready("olga")
+
+    def samples() -> dict[str, list[tuple[dict[str, str], float]]]:
+        text = httpx.get(h.metrics_url, timeout=5).text
+        assert "sk-" not in text and h.env["LITELLM_MASTER_KEY"] not in text
+        found: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                found.setdefault(sample.name, []).append((sample.labels, sample.value))
+        return found
+
+    def users_ready() -> dict[str, list[tuple[dict[str, str], float]]] | None:
+        found = samples()
+        wanted = {"tier": coding, "ready": "True", "reason": "Provisioned"}
+        return (
+            found
+            if any(labels == wanted and value >= 1 for labels, value in found.get("llmgw_users", []))
+            else None
+        )
+
+    found = wait_for("users gauge", users_ready, timeout=20)
+    assert any(
+        labels.get("kind") == "GatewayUser" and value >= 1
+        for labels, value in found["llmgw_reconcile_duration_seconds_count"]
+    )
+    assert any(
+        labels == {"method": "POST", "endpoint": "/key/generate"} and value >= 1
+        for labels, value in found["llmgw_litellm_requests_total"]
+    )
+    body = httpx.get(h.metrics_url, timeout=5).text
+    for name in ("llmgw_litellm_errors_total", "llmgw_tier_spend_usd", "llmgw_budget_alerts_total"):
+        assert f"# TYPE {name.removesuffix('_total')}" in body, name
+    assert "llmgw_budget_resets_repaired_total" in found

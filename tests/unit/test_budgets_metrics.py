@@ -235,25 +235,24 @@ async def test_budget_metrics_follow_the_events() -> None:
     assert _sample("llmgw_budget_resets_repaired_total") == repaired + 1
 
 
-def test_users_gauge_replaces_stale_label_sets() -> None:
-    metrics.set_tier_users(
-        "t-gauge", [("True", "Provisioned"), ("True", "Provisioned"), ("False", "Suspended")]
-    )
-    assert _sample("llmgw_users", tier="t-gauge", ready="True", reason="Provisioned") == 2
-    assert _sample("llmgw_users", tier="t-gauge", ready="False", reason="Suspended") == 1
-    metrics.set_tier_users("t-gauge", [("True", "Provisioned")])
-    assert (
-        REGISTRY.get_sample_value("llmgw_users", {"tier": "t-gauge", "ready": "False", "reason": "Suspended"})
-        is None
-    )
+def test_users_gauge_counts_the_last_seen_state_of_each_user() -> None:
+    def users(**labels: str) -> float | None:
+        return REGISTRY.get_sample_value("llmgw_users", {"tier": "t-gauge", **labels})
+
+    metrics.track_user(("ns", "a"), "t-gauge", "True", "Provisioned")
+    metrics.track_user(("ns", "b"), "t-gauge", "True", "Provisioned")
+    metrics.track_user(("ns", "c"), "t-gauge", "False", "Suspended")
+    assert users(ready="True", reason="Provisioned") == 2
+    assert users(ready="False", reason="Suspended") == 1
+    metrics.track_user(("ns", "c"), "t-gauge", "True", "Provisioned")  # unsuspended
+    metrics.track_user(("ns", "a"), None, "", "")  # deleted
+    assert users(ready="True", reason="Provisioned") == 2
+    assert users(ready="False", reason="Suspended") is None
+    for name in ("b", "c"):
+        metrics.track_user(("ns", name), None, "", "")
     metrics.TIER_SPEND.labels(tier="t-gauge").set(4.5)
     metrics.forget_tier("t-gauge")
-    assert (
-        REGISTRY.get_sample_value(
-            "llmgw_users", {"tier": "t-gauge", "ready": "True", "reason": "Provisioned"}
-        )
-        is None
-    )
+    assert users(ready="True", reason="Provisioned") is None
     assert REGISTRY.get_sample_value("llmgw_tier_spend_usd", {"tier": "t-gauge"}) is None
 
 
@@ -266,3 +265,20 @@ def test_reconcile_duration_is_observed_with_its_outcome() -> None:
         raise RuntimeError("boom")
     assert _sample("llmgw_reconcile_duration_seconds_count", kind="Test", outcome="ok") == ok + 1
     assert _sample("llmgw_reconcile_duration_seconds_count", kind="Test", outcome="error") == failed + 1
+
+
+async def test_a_repaired_reset_starts_a_new_period_even_if_litellm_reports_the_same_reset_time() -> None:
+    world = World()
+    await world.reconcile()
+    key = _key(world)
+    key["spend"] = 18.5
+    await _resync(world)
+    period = world.status()["budgetAlert"]["period"]
+    assert world.status()["budgetAlert"]["level"] == 90
+    key["budget_reset_at"] = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    await _resync(world)  # repaired; the fake recomputes the same 1st of next month
+    assert world.status()["budgetAlert"] == {"level": 0, "period": period}
+    world.events.clear()
+    key["spend"] = 16.5
+    await _resync(world)
+    assert [r for _, r, _ in world.events] == ["Budget80"]

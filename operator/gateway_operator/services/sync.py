@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from gateway_operator import budgets, metrics, naming
 from gateway_operator import desired as want
-from gateway_operator.models import USER_KIND, KeyRecord, TierView, UserView
+from gateway_operator.models import USER_KIND, BudgetAlert, KeyRecord, TierView, UserView
 from gateway_operator.services import users as user_service
 from gateway_operator.services.core import Services
 
@@ -131,6 +131,9 @@ async def resync_tier(
             ):
                 try:
                     key = by_alias[alias] = await repair_missed_reset(svc, user, key, now)
+                    # The repair starts a new budget period, whatever reset time LiteLLM now reports.
+                    restart = user.status.model_copy(update={"budget_alert": BudgetAlert(level=0)})
+                    user = user.model_copy(update={"status": restart})
                     report.resets_repaired.append(f"{user.ref.namespace}/{user.ref.name}")
                 except Exception as error:  # reported; the next resync tries again
                     log.warning(
