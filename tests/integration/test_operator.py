@@ -661,22 +661,6 @@ def test_chaos_flaky_backend_and_operator_kills_converge_to_one_key_each(h: Harn
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
-def test_sentinel_no_key_value_in_status_events_or_logs(h: Harness) -> None:
-    """Runs last in this module: every key value any test saw must appear nowhere but in Secrets."""
-    assert len(SEEN_KEYS) >= 5
-    statuses = kubectl("get", "gatewayusers,gatewaytiers", "-A", "-o", "json")
-    events = kubectl("get", "events", "-A", "-o", "json")
-    logs = "".join(
-        p.read_text(errors="replace") for p in h.operator.log_path.parent.glob(f"operator-it-{RUN}*.log")
-    )
-    for value in SEEN_KEYS:
-        assert value not in statuses
-        assert value not in events
-        assert value not in logs
-    assert h.env["LITELLM_MASTER_KEY"] not in logs + events + statuses
-    assert "KeyCreated" in events, "the operator does post Events (so the check above is meaningful)"
-
-
 # --- budgets you can trust, and metrics ----------------------------------------------------------------
 
 
@@ -787,3 +771,19 @@ def test_metrics_endpoint_serves_the_operator_metrics(h: Harness, coding: str) -
     for name in ("llmgw_litellm_errors_total", "llmgw_tier_spend_usd", "llmgw_budget_alerts_total"):
         assert f"# TYPE {name.removesuffix('_total')}" in body, name
     assert "llmgw_budget_resets_repaired_total" in found
+
+
+def test_sentinel_no_key_value_in_status_events_or_logs(h: Harness) -> None:
+    """Runs last in this module: every key value any test saw must appear nowhere but in Secrets."""
+    assert len(SEEN_KEYS) >= 5
+    statuses = kubectl("get", "gatewayusers,gatewaytiers", "-A", "-o", "json")
+    events = kubectl("get", "events", "-A", "-o", "json")
+    logs = "".join(
+        p.read_text(errors="replace") for p in h.operator.log_path.parent.glob(f"operator-it-{RUN}*.log")
+    )
+    for value in SEEN_KEYS:
+        assert value not in statuses
+        assert value not in events
+        assert value not in logs
+    assert h.env["LITELLM_MASTER_KEY"] not in logs + events + statuses
+    assert "KeyCreated" in events, "the operator does post Events (so the check above is meaningful)"
