@@ -453,7 +453,9 @@ def test_postgres_restart_under_traffic_recovers_without_restarting_litellm(h: H
     client.start()
     try:
         wait_for("traffic flowing", lambda: sum(1 for _, c in results if c == 200) >= 5, timeout=30)
-        went_down, back_up = _restart_postgres(down_seconds=3)
+        went_down, back_up = _restart_postgres(
+            down_seconds=float(os.environ.get("RESIL_PG_DOWN_SECONDS", "3"))
+        )
 
         def recovered() -> bool:
             tail = [c for t, c in results if t > back_up][-5:]
