@@ -172,7 +172,7 @@ class Result:
         self.rows.append(Row(metric, value, goal, met, note))
         mark = "" if met is None else ("  [goal met]" if met else "  [GOAL MISSED]")
         goal_text = f"  (goal {goal})" if goal else ""
-        say(f"  {metric}: {value}{goal_text}{mark}")
+        say(f"  {metric}: {value}{goal_text}{mark}" + (f"\n[bench]     ({note})" if note else ""))
 
     def note(self, text: str) -> None:
         self.notes.append(text)

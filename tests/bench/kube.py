@@ -162,6 +162,11 @@ class Kube:
             if not token:
                 return items
 
+    async def count_all_users(self) -> int:
+        """GatewayUsers in every namespace (what a clusterwide operator resumes after a restart)."""
+        page = await self.custom.list_cluster_custom_object(GROUP, VERSION, "gatewayusers")
+        return len(page.get("items") or [])
+
     async def delete_all_users(self, namespace: str, timeout: float) -> tuple[float, int]:
         """Delete every GatewayUser of the namespace and wait for the finalizers; (seconds, left over)."""
         started = time.perf_counter()
@@ -273,8 +278,8 @@ class Watcher:
                     self.on_event(str(event["type"]), obj, time.perf_counter())
             except asyncio.CancelledError:
                 raise
-            except ApiException as error:
-                if error.status != 410:
+            except Exception as error:  # a watch ends in many ways (410, read timeout, reset): resume
+                if not (isinstance(error, ApiException) and error.status == 410):
                     await asyncio.sleep(0.5)
                 # Expired resource version: list again; objects already seen are reported again.
                 items, version = await self._list()

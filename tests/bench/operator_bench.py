@@ -101,6 +101,13 @@ async def wait_quiet(proxy: AdminProxy, quiet: float = 3.0, timeout: float = 600
     raise TimeoutError(f"admin calls still arriving after {timeout:.0f}s")
 
 
+async def wait_resumed(proxy: AdminProxy, population: int) -> None:
+    """After a restart: kopf resumes every user, and each resume reads the user's key by alias once."""
+    deadline = time.monotonic() + max(600.0, population * 2.0)
+    while proxy.count("GET /key/list?key_alias") < population and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+
+
 # --- LiteLLM's own view ---------------------------------------------------------------------------------
 
 
@@ -445,7 +452,14 @@ async def bench_operator_scale(
             if memory is not None:
                 await asyncio.sleep(5)
                 idle, _ = operator.rss()
-                memory.add("operator RSS idle", f"{idle:.0f} MiB", note="started, one tier, no users")
+                others = await kube.count_all_users()
+                memory.add(
+                    "operator RSS idle",
+                    f"{idle:.0f} MiB",
+                    note="started, one tier, no users"
+                    if not others
+                    else f"{others} GatewayUsers already exist",
+                )
 
             # --- calls per create, one at a time
             if calls is not None:
@@ -548,22 +562,32 @@ async def bench_operator_scale(
             if calls is not None or memory is not None:
                 await wait_quiet(proxy, quiet=1)
                 proxy.reset()
+                population = await kube.count_all_users()
+                restarted = time.perf_counter()
                 await asyncio.to_thread(operator.restart, RESYNC_INTERVAL_SECONDS=str(opts.resync_seconds))
-                await wait_quiet(proxy, quiet=3)
-                resume_total = proxy.count("")
+                # The resume pass reads each user's key by alias once; periodic resyncs may interleave.
+                await wait_resumed(proxy, population)
+                resume_seconds = time.perf_counter() - restarted
+                resume_calls = {k: v for k, v in proxy.calls.items() if "team_id" not in k}
+                resume_total = sum(resume_calls.values())
                 resume_writes = proxy.writes()
                 if calls is not None:
                     calls.add(
-                        f"no-op pass on restart (resume of {opts.users + opts.single_creates} users): writes",
+                        f"no-op pass on restart (resume of {population} users): writes",
                         str(sum(resume_writes.values())),
                         "0",
                         not resume_writes,
-                        note=f"{resume_total} reads ({resume_total / (opts.users + opts.single_creates):.2f}"
-                        f" per user): " + ", ".join(f"{k} {v}" for k, v in sorted(proxy.calls.items())),
+                        note=f"{resume_total} reads ({resume_total / population:.2f} per user) in "
+                        f"{resume_seconds:.0f} s: "
+                        + ", ".join(f"{k} {v}" for k, v in sorted(resume_calls.items())),
                     )
+                await wait_quiet(proxy, quiet=2, timeout=opts.resync_seconds * 3 + 120)
                 k8s_writes.clear()
                 bursts = await watch_bursts(
-                    proxy, opts.resync_cycles, timeout=opts.resync_seconds * (opts.resync_cycles + 2) + 60
+                    proxy,
+                    opts.resync_cycles,
+                    timeout=opts.resync_seconds * (opts.resync_cycles + 2) + 60,
+                    gap=opts.resync_seconds / 2,
                 )
                 if calls is not None:
                     per_resync = max(bursts.totals) if bursts.totals else float("nan")
@@ -576,15 +600,15 @@ async def bench_operator_scale(
                         note=f"{len(bursts.totals)} resyncs observed",
                     )
                     calls.add(
-                        f"admin calls per resync at {opts.users + opts.single_creates} users",
+                        f"admin calls per resync at {population} users",
                         f"{per_resync} ({', '.join(map(str, bursts.totals))} in {len(bursts.totals)} passes; "
                         f"{max(bursts.key_list_pages or [0])} /key/list pages of 100)",
                     )
                     calls.add(
-                        f"admin calls per resync hour at {opts.users} users",
+                        f"admin calls per resync hour at {population} users",
                         f"{per_hour:.0f} (at the default resync every {DEFAULT_RESYNC_SECONDS} s)",
-                        "<= 60",
-                        per_hour <= 60,
+                        "<= 60" if opts.users == 1000 else "",
+                        per_hour <= 60 if opts.users == 1000 else None,
                         note=f"the interval that meets the goal: >= {per_resync * 60:.0f} s",
                     )
                     calls.add(
@@ -605,7 +629,10 @@ async def bench_operator_scale(
                         "<= 160 MiB" if opts.users == 1000 else "",
                         steady <= 160 if opts.users == 1000 else None,
                     )
-                await asyncio.to_thread(operator.restart)
+                if memory is not None and opts.big_users > opts.users:
+                    proxy.reset()
+                    await asyncio.to_thread(operator.restart)  # back to the default resync interval
+                    await wait_resumed(proxy, population)
 
             # --- memory at the big size
             if memory is not None and opts.big_users > opts.users:
@@ -629,15 +656,6 @@ async def bench_operator_scale(
                     f"{proxy.max_in_flight}; {audit.text()}",
                 )
                 memory.add(f"CPU while adding {len(more)} users", describe(used, elapsed))
-                proxy.reset()
-                await asyncio.to_thread(operator.restart)
-                await wait_quiet(proxy, quiet=3, timeout=1800)
-                steady, _ = operator.rss()
-                memory.add(
-                    f"operator RSS at {opts.big_users} users after a restart",
-                    f"{steady:.0f} MiB",
-                    note=f"resume pass: {proxy.count('')} reads, {sum(proxy.writes().values())} writes",
-                )
             if memory is not None:
                 memory.note(
                     "RSS = VmRSS of the operator process (/proc/<pid>/status); peak = VmHWM since it started."
