@@ -117,8 +117,10 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 60, interval:
 def wait_ready(
     name: str, namespace: str = NS, timeout: float = 60, reason: str = "Provisioned"
 ) -> dict[str, Any]:
+    seen: list[Any] = [None]
+
     def check() -> dict[str, Any] | None:
-        obj = get("gatewayuser", name, namespace)
+        obj = seen[0] = get("gatewayuser", name, namespace)
         condition = ready(obj)
         if (
             obj
@@ -129,7 +131,11 @@ def wait_ready(
             return obj
         return None
 
-    return dict(wait_for(f"{namespace}/{name} Ready={reason}", check, timeout))
+    try:
+        return dict(wait_for(f"{namespace}/{name} Ready={reason}", check, timeout))
+    except AssertionError as error:
+        status = (seen[0] or {}).get("status")
+        raise AssertionError(f"{error}; status: {json.dumps(status)[:1500]}") from None
 
 
 def secret_value(name: str, namespace: str = NS) -> str | None:
@@ -680,15 +686,15 @@ def reasons_of(name: str) -> list[str]:
 def test_budget_thresholds_alert_once_and_a_missed_reset_is_repaired(h: Harness, coding: str) -> None:
     import psycopg
 
-    apply(user("nora", coding))
-    wait_ready("nora")
-    key = h.admin.key(f"llmgw.{NS}.nora")
+    apply(user("budget-nora", coding))
+    wait_ready("budget-nora")
+    key = h.admin.key(f"llmgw.{NS}.budget-nora")
     assert key is not None
     h.admin.update_key(key["token"], spend=17.0)  # 85% of the tier's 20 USD
     obj = wait_for(
         "budgetAlert 80",
         lambda: (
-            (o := get("gatewayuser", "nora"))
+            (o := get("gatewayuser", "budget-nora"))
             and (o["status"].get("budgetAlert") or {}).get("level") == 80
             and o
         ),
@@ -696,9 +702,9 @@ def test_budget_thresholds_alert_once_and_a_missed_reset_is_repaired(h: Harness,
     )
     warning = [c for c in obj["status"]["conditions"] if c["type"] == "BudgetWarning"]
     assert warning and (warning[0]["status"], warning[0]["reason"]) == ("True", "Budget80")
-    wait_for("Budget80 event", lambda: "Budget80" in reasons_of("nora"), timeout=15)
+    wait_for("Budget80 event", lambda: "Budget80" in reasons_of("budget-nora"), timeout=15)
     time.sleep(7)  # two more resyncs: the threshold is not announced again
-    assert reasons_of("nora").count("Budget80") == 1, reasons_of("nora")
+    assert reasons_of("budget-nora").count("Budget80") == 1, reasons_of("budget-nora")
 
     # LiteLLM's reset job "missed" the period end: move budget_reset_at two hours into the past.
     with psycopg.connect(h.env["DATABASE_URL"], autocommit=True) as conn:
@@ -708,7 +714,7 @@ def test_budget_thresholds_alert_once_and_a_missed_reset_is_repaired(h: Harness,
             (key["token"],),
         ).rowcount
     assert updated == 1
-    wait_for("BudgetResetMissed event", lambda: "BudgetResetMissed" in reasons_of("nora"), timeout=30)
+    wait_for("BudgetResetMissed event", lambda: "BudgetResetMissed" in reasons_of("budget-nora"), timeout=30)
     repaired = h.admin.key_info(key["token"])
     assert repaired is not None and repaired["spend"] == 0 and repaired["budget_duration"] == "1mo"
     reset_at = datetime.fromisoformat(str(repaired["budget_reset_at"]).replace("Z", "+00:00"))
@@ -717,13 +723,13 @@ def test_budget_thresholds_alert_once_and_a_missed_reset_is_repaired(h: Harness,
     assert reset_at > datetime.now(UTC) and reset_at.day == 1, repaired["budget_reset_at"]
     obj = wait_for(
         "status after the repair",
-        lambda: (o := get("gatewayuser", "nora")) and o["status"].get("spendUSD") == 0 and o,
+        lambda: (o := get("gatewayuser", "budget-nora")) and o["status"].get("spendUSD") == 0 and o,
         timeout=15,
     )
     assert obj["status"]["budgetAlert"]["level"] == 0
     warning = [c for c in obj["status"]["conditions"] if c["type"] == "BudgetWarning"]
     assert warning[0]["status"] == "False"
-    assert reasons_of("nora").count("BudgetResetMissed") == 1
+    assert reasons_of("budget-nora").count("BudgetResetMissed") == 1
     # Tier status carries the spend of its users and of the whole gateway.
     tier_obj = wait_for(
         "tier spend",
@@ -737,8 +743,8 @@ def test_budget_thresholds_alert_once_and_a_missed_reset_is_repaired(h: Harness,
 def test_metrics_endpoint_serves_the_operator_metrics(h: Harness, coding: str) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    apply(user("olga", coding))
-    wait_ready("olga")
+    apply(user("metrics-mia", coding))
+    wait_ready("metrics-mia")
 
     def samples() -> dict[str, list[tuple[dict[str, str], float]]]:
         text = httpx.get(h.metrics_url, timeout=5).text
