@@ -131,7 +131,10 @@ async def run(args: argparse.Namespace, env: dict[str, str], cleanup: bool, comm
                 stream_samples=args.stream_samples,
                 cleanup=cleanup,
             )
-            await timed(results["overhead"], bench_overhead(env, kube, run_id, overhead, results["overhead"]))
+            with pause_stack_operator():
+                await timed(
+                    results["overhead"], bench_overhead(env, kube, run_id, overhead, results["overhead"])
+                )
     finally:
         await kube.close()
     return [results[name] for name in args.selected]
