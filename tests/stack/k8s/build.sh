@@ -136,7 +136,7 @@ build() {
   after="$(du -sk "$modcache" 2>/dev/null | cut -f1 || echo 0)"
   echo "$digest" > "$STAMP"
   "$OUT/kube-apiserver" --version
-  "$OUT/etcd" --version | head -1
+  "$OUT/etcd" --version | sed -n 1p  # sed reads to the end: head would SIGPIPE etcd under pipefail
   say "built in $((SECONDS - started))s into $OUT; module cache grew by $(((after - before) / 1024)) MiB"
 }
 
