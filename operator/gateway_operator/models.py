@@ -143,7 +143,24 @@ class UserView(_Model):
 
 
 class _Record(BaseModel):
+    """LiteLLM answers null for empty lists, dicts and spend; every record reads them as empty/zero."""
+
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+    @field_validator("models", "allowed_routes", mode="before", check_fields=False)
+    @classmethod
+    def _none_as_empty(cls, value: Any) -> Any:
+        return () if value is None else value
+
+    @field_validator("metadata", mode="before", check_fields=False)
+    @classmethod
+    def _none_as_empty_dict(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("spend", mode="before", check_fields=False)
+    @classmethod
+    def _none_as_zero(cls, value: Any) -> Any:
+        return 0.0 if value is None else value
 
 
 class KeyRecord(_Record):
@@ -166,21 +183,6 @@ class KeyRecord(_Record):
     created_at: datetime | None = None
     status: str | None = None
 
-    @field_validator("models", "allowed_routes", mode="before")
-    @classmethod
-    def _none_as_empty(cls, value: Any) -> Any:
-        return () if value is None else value
-
-    @field_validator("metadata", mode="before")
-    @classmethod
-    def _none_as_empty_dict(cls, value: Any) -> Any:
-        return {} if value is None else value
-
-    @field_validator("spend", mode="before")
-    @classmethod
-    def _none_as_zero(cls, value: Any) -> Any:
-        return 0.0 if value is None else value
-
 
 class UserRecord(_Record):
     user_id: str
@@ -194,21 +196,6 @@ class UserRecord(_Record):
     spend: float = 0.0
     metadata: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("models", mode="before")
-    @classmethod
-    def _none_as_empty(cls, value: Any) -> Any:
-        return () if value is None else value
-
-    @field_validator("metadata", mode="before")
-    @classmethod
-    def _none_as_empty_dict(cls, value: Any) -> Any:
-        return {} if value is None else value
-
-    @field_validator("spend", mode="before")
-    @classmethod
-    def _none_as_zero(cls, value: Any) -> Any:
-        return 0.0 if value is None else value
-
 
 class TeamRecord(_Record):
     team_id: str
@@ -219,13 +206,3 @@ class TeamRecord(_Record):
     tpm_limit: int | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     blocked: bool | None = None
-
-    @field_validator("models", mode="before")
-    @classmethod
-    def _none_as_empty(cls, value: Any) -> Any:
-        return () if value is None else value
-
-    @field_validator("metadata", mode="before")
-    @classmethod
-    def _none_as_empty_dict(cls, value: Any) -> Any:
-        return {} if value is None else value
