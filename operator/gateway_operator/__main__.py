@@ -26,9 +26,23 @@ class _RedactKeys(logging.Filter):
         return True
 
 
+class _ObjectPrefixFormatter(logging.Formatter):
+    """Kopf attaches the object a handler works on as ``k8s_ref``: name it in the line ([ns/name])."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        ref = getattr(record, "k8s_ref", None)
+        if not isinstance(ref, dict) or not ref.get("name"):
+            return line
+        namespace = ref.get("namespace")
+        prefix = f"[{namespace}/{ref['name']}]" if namespace else f"[{ref['name']}]"
+        head, sep, message = line.partition(": ")
+        return f"{head}{sep}{prefix} {message}" if sep else f"{prefix} {line}"
+
+
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(_ObjectPrefixFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(_RedactKeys())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -46,7 +60,16 @@ def main() -> None:
     import gateway_operator.handlers  # noqa: F401  (registers the handlers)
 
     namespaces = settings.namespaces
+    priority = settings.effective_peering_priority
+    if settings.peering:
+        logging.getLogger("gateway_operator").info(
+            "peering %r with priority %d (lifetime %ds): the live replica of the highest priority acts",
+            settings.peering,
+            priority,
+            settings.peering_lifetime_seconds,
+        )
     kopf.run(
+        priority=priority,
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=f"http://{settings.health_host}:{settings.health_port}/healthz",

@@ -64,6 +64,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # One Event per handler run would be noise (and API load) for hundreds of users; we post our own.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    settings.peering.lifetime = config.peering_lifetime_seconds
     settings.watching.client_timeout = 330
     litellm = LiteLLMClient(
         config.litellm_admin_url,

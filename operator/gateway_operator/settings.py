@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -38,6 +41,16 @@ class Settings(BaseSettings):
     orphan_grace_seconds: float = Field(
         default=120.0, ge=0, validation_alias=AliasChoices("ORPHAN_GRACE_SECONDS")
     )
+    # What the per-tier resync does with keys of ours that no GatewayUser accounts for (and retired keys
+    # past their deadline): revoke them, only report them (dry-run: Event, log, metric), or nothing (off).
+    gc_mode: Literal["revoke", "dry-run", "off"] = Field(
+        default="revoke", validation_alias=AliasChoices("GC_MODE")
+    )
+    # A key under a GatewayUser's alias that this operator did not create: Ignore (leave it, the user is
+    # not Ready with reason KeyConflict) or Adopt (replace it, spend carried over); spec.adoptionPolicy wins.
+    adoption_policy: Literal["Adopt", "Ignore"] = Field(
+        default="Ignore", validation_alias=AliasChoices("ADOPTION_POLICY")
+    )
     # A key whose budget_reset_at is this far in the past was missed by LiteLLM's reset job (which runs
     # every ~10 minutes): the resync resets it (spend 0, reset time recomputed) and posts an Event.
     budget_reset_grace_seconds: float = Field(
@@ -50,6 +63,15 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
     # Kopf peering name; empty runs standalone (a single replica, which is what the chart deploys).
     peering: str = Field(default="", validation_alias=AliasChoices("KOPF_PEERING"))
+    # With peering, only the live replica of the highest priority acts; the others stand by and take over when
+    # its peering record expires (lifetime) or it exits cleanly. Kopf pauses ALL replicas that share the top
+    # priority, so the default is a random one per process: exactly one replica acts.
+    peering_priority: int | None = Field(
+        default=None, ge=0, le=2**31 - 1, validation_alias=AliasChoices("KOPF_PEERING_PRIORITY")
+    )
+    peering_lifetime_seconds: int = Field(
+        default=60, ge=5, le=3600, validation_alias=AliasChoices("KOPF_PEERING_LIFETIME_SECONDS")
+    )
 
     @field_validator("litellm_admin_url", "gateway_public_url")
     @classmethod
@@ -59,6 +81,12 @@ class Settings(BaseSettings):
     @property
     def namespaces(self) -> list[str]:
         return [ns.strip() for ns in self.watch_namespaces.split(",") if ns.strip()]
+
+    @property
+    def effective_peering_priority(self) -> int:
+        if self.peering_priority is not None:
+            return self.peering_priority
+        return random.SystemRandom().randint(1, 2**31 - 1)
 
     @property
     def public_url(self) -> str:

@@ -494,12 +494,18 @@ def test_postgres_restart_under_traffic_recovers_without_restarting_litellm(h: H
 # --- 5. two operator replicas ----------------------------------------------------------------------------
 
 
-def test_two_replicas_with_kopf_peering_never_act_together(h: Harness, basic: str) -> None:
-    """The chart runs one replica with the Recreate strategy (tests/chart asserts it) because the operator
-    runs standalone. With KOPF_PEERING set (and kopf's peering CRD installed), two replicas see each
-    other; at the same priority kopf pauses BOTH (the operator exposes no priority setting), so none acts
-    until the other leaves. Asserted: while both run, a new GatewayUser causes zero LiteLLM calls; when
-    one stops, the other takes over and provisions it, with exactly one key."""
+def _handled(replica: OperatorProcess, name: str) -> bool:
+    return f"[{NS}/{name}] Handler 'user_reconcile' succeeded" in replica.log_text()
+
+
+def test_two_replicas_with_kopf_peering_only_the_highest_priority_acts_and_the_other_takes_over(
+    h: Harness, basic: str
+) -> None:
+    """With KOPF_PEERING (and kopf's peering CRD), replicas see each other and only the live one of the
+    highest priority acts; kopf pauses every replica that shares the top priority, which is why the operator
+    draws a random priority per process unless KOPF_PEERING_PRIORITY pins one. Asserted: a new GatewayUser
+    is handled by the active replica only, with exactly one key; after the active replica is SIGKILLed
+    (its peering record stays until its lifetime ends), the standby resumes and handles the next user."""
     peering = f"resil-{RUN}"
     kubectl("apply", "-f", str(HERE / "kopf-peering.yaml"))
     wait_for(
@@ -518,14 +524,17 @@ def test_two_replicas_with_kopf_peering_never_act_together(h: Harness, basic: st
     )
     apply({"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": peering}})
     h.operator.stop()
+    lifetime = 10
     replicas: list[OperatorProcess] = []
     try:
-        for i in range(2):
+        for i, priority in enumerate((100, 200)):  # the second one started wins
             env = operator_env(
                 h.env,
                 0,
                 LITELLM_ADMIN_URL=h.proxy.url,
                 KOPF_PEERING=peering,
+                KOPF_PEERING_PRIORITY=str(priority),
+                KOPF_PEERING_LIFETIME_SECONDS=str(lifetime),
                 RESYNC_INTERVAL_SECONDS="3600",
                 LITELLM_BACKOFF_SECONDS="0.2",
                 LITELLM_RETRIES="2",
@@ -533,28 +542,39 @@ def test_two_replicas_with_kopf_peering_never_act_together(h: Harness, basic: st
             replica = OperatorProcess(f"operator-resil-{RUN}-replica{i}", env)
             LOGS.append(replica.log_path)
             replicas.append(replica.start())
+        standby, active = replicas
         wait_for(
-            "each replica sees the other",
-            lambda: all("Possibly conflicting operators" in r.log_text() for r in replicas),
+            "the lower-priority replica pauses in favour of the other",
+            lambda: "Pausing operations in favour of" in standby.log_text(),
             timeout=30,
             interval=0.5,
         )
+        assert "Pausing" not in active.log_text(), active.log_tail()
         h.proxy.reset()
         apply(user("r-peer", basic))
-        time.sleep(6)
-        print(f"\n[measure] two peered replicas, new user, 6 s: admin calls {h.proxy.calls}")
-        assert h.proxy.calls == {}, "two replicas at the same priority: neither acts"
-        assert ready(get("gatewayuser", "r-peer")) is None
-        replicas[0].stop()  # graceful: kopf marks itself gone in the peering object on exit
         wait_ready("r-peer", timeout=60)
-        assert "Resuming operations" in replicas[1].log_text()
+        wait_for("the active replica logs the handler", lambda: _handled(active, "r-peer"), timeout=15)
+        assert not _handled(standby, "r-peer"), standby.log_tail()
+        assert h.proxy.count("POST /key/generate") == 1, h.proxy.calls
         assert_one_key_matching_secret(h, "r-peer")
+
+        active.kill()  # no clean exit: its peering record lingers until the lifetime ends
+        killed_at = time.monotonic()
+        apply(user("r-peer-2", basic))
+        wait_ready("r-peer-2", timeout=lifetime + 60)
+        print(
+            f"\n[measure] failover after SIGKILL of the active replica: next user Ready in "
+            f"{time.monotonic() - killed_at:.1f}s (peering lifetime {lifetime}s)"
+        )
+        assert "Resuming operations" in standby.log_text(), standby.log_tail()
+        wait_for("the standby logs the handler", lambda: _handled(standby, "r-peer-2"), timeout=15)
+        assert_one_key_matching_secret(h, "r-peer-2")
     finally:
         for replica in replicas:
             replica.stop()
         kubectl("delete", "clusterkopfpeering", peering, "--wait=false", check=False)
         h.restart()
-    converged(h, "r-peer")
+    converged(h, "r-peer", "r-peer-2")
 
 
 def test_zz_sentinel_every_user_has_one_key_and_no_key_material_anywhere(h: Harness) -> None:

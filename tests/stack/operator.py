@@ -118,10 +118,12 @@ class AdminProxy:
         import asyncio
 
         loop = self._loop
-        if isinstance(loop, asyncio.AbstractEventLoop):
-            loop.call_soon_threadsafe(loop.stop)
         for path in list(self._holds):
             self.unhold(path)
+        if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_closed():
+            loop.call_soon_threadsafe(loop.stop)
+            if self._thread is not None:
+                self._thread.join(10)
 
     def _run(self) -> None:
         import asyncio
@@ -195,12 +197,21 @@ class AdminProxy:
             app.router.add_route("*", "/{tail:.*}", handle)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
+            runner_ref.append(runner)
             await web.TCPSite(runner, "127.0.0.1", self.port).start()
             self._started.set()
 
+        async def shutdown() -> None:
+            assert isinstance(session, ClientSession)
+            await session.close()
+            await runner_ref[0].cleanup()
+
         session: object = None
+        runner_ref: list[web.AppRunner] = []
         loop.run_until_complete(main())
         loop.run_forever()
+        loop.run_until_complete(shutdown())
+        loop.close()
 
 
 class OperatorProcess:
