@@ -248,7 +248,7 @@ async def _reconcile_user(
         async with _kopf_errors(retry, report):
             with metrics.timed(USER_KIND):
                 status = await user_service.reconcile_user(svc, user, tier, email_owner=owner)
-    await _refresh_tier_count(svc, spec.tier, gw_tiers, gw_users)
+    _schedule_tier_count(svc, spec.tier, gw_tiers, gw_users)
     waiting = cond.get_condition(status.conditions, cond.READY)
     if waiting is not None and waiting.reason in (cond.TIER_NOT_FOUND, cond.TIER_NOT_READY):
         # The tier's handler also re-runs its users once the team exists; this retry closes the race
@@ -271,6 +271,31 @@ async def _invalid_user(svc: Services, ref: ObjectRef, body: dict[str, Any], err
     await user_service.write_status(
         svc, user, user_service.not_ready(user, cond.INVALID_SPEC, _validation_summary(error))
     )
+
+
+# A bulk of N user reconciles would otherwise count the index N times (O(N^2)) and patch the tier N times.
+TIER_COUNT_DEBOUNCE_SECONDS = 1.0
+_tier_count_pending: dict[str, asyncio.Task[None]] = {}
+
+
+def _schedule_tier_count(
+    svc: Services,
+    tier_name: str,
+    gw_tiers: kopf.Index[str, dict[str, Any]],
+    gw_users: kopf.Index[tuple[str, str], UserView | None],
+) -> None:
+    """Coalesce: at most one pending count per tier; it reads the index when it runs, so it sees them all."""
+    if tier_name in _tier_count_pending:
+        return
+
+    async def later() -> None:
+        try:
+            await asyncio.sleep(TIER_COUNT_DEBOUNCE_SECONDS)
+        finally:
+            _tier_count_pending.pop(tier_name, None)
+        await _refresh_tier_count(svc, tier_name, gw_tiers, gw_users)
+
+    _tier_count_pending[tier_name] = asyncio.create_task(later(), name=f"tier-count-{tier_name}")
 
 
 async def _refresh_tier_count(
@@ -338,7 +363,7 @@ async def user_delete(
         await user_service.delete_user(svc, user, delete_litellm_user=bool(spec.email) and not others)
     svc.forget_lock(user_service.lock_key(ref.namespace or "", ref.name))
     metrics.track_user((ref.namespace or "", ref.name), None, "", "")
-    await _refresh_tier_count(svc, spec.tier, gw_tiers, gw_users)
+    _schedule_tier_count(svc, spec.tier, gw_tiers, gw_users)
     if others:
         # The remaining holder of the email was waiting on EmailConflict: it can take over now.
         nxt = others[0]

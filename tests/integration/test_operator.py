@@ -371,7 +371,12 @@ def test_tier_edit_propagates_to_all_its_users(h: Harness) -> None:
 
     wait_for("tier edit on every key", propagated, timeout=30, interval=0.5)
     assert wait_ready("p1")["status"]["rpmLimit"] == 33
-    assert (get("gatewaytier", name, None) or {})["status"]["users"] == 3
+    # The count is debounced (one tier status patch per burst of user reconciles), hence a wait.
+    wait_for(
+        "tier status counts its 3 users",
+        lambda: (get("gatewaytier", name, None) or {}).get("status", {}).get("users") == 3,
+        timeout=10,
+    )
 
 
 def test_suspend_blocks_and_unsuspend_unblocks(h: Harness, coding: str) -> None:
