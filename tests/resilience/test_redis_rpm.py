@@ -23,6 +23,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ pytestmark = pytest.mark.stack
 RUN = secrets.token_hex(3)
 RPM = 10
 REQUESTS = 3 * RPM
+PARALLEL = 6
+KEYS_USED: list[str] = []  # every key value this module made: none may show up in a log
 MODEL = "model-cheap"
 REDIS_PASSWORD_SECRET = "llm-gateway-redis"  # any name: it only makes the chart render the password refs
 
@@ -106,8 +109,10 @@ class Pairs:
     shared: tuple[str, str]
     solo: tuple[str, str]
     redis: tuple[str, int, str]
+    redis_process: tuple[str, int]
     admin: str
     master_key: str
+    logs: list[Path]
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +143,10 @@ def pairs(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
             shared=(shared_a, shared_b),
             solo=(stack_env["LITELLM_ADMIN_URL"], solo_b),
             redis=(host, port, password),
+            redis_process=(redis_name, _pid_of(redis_name)),
             admin=stack_env["LITELLM_ADMIN_URL"],
             master_key=stack_env["LITELLM_MASTER_KEY"],
+            logs=[ctx.log_path(i.name) for i in instances] + [ctx.log_path(redis_name)],
         )
     finally:
         for name, pid in reversed(started):
@@ -167,6 +174,7 @@ def rpm_key(pairs: Pairs) -> Iterator[str]:
     )
     assert response.status_code == 200, f"/key/generate answered {response.status_code}"
     key = str(response.json()["key"])
+    KEYS_USED.append(key)
     try:
         yield key
     finally:
@@ -181,18 +189,27 @@ class Outcome:
     seconds: float
 
 
-def alternate(targets: tuple[str, str], key: str) -> Outcome:
-    """REQUESTS chat calls, one at a time, alternating between the two instances."""
+def chat(client: httpx.Client, base_url: str, key: str) -> int:
+    response = client.post(
+        f"{base_url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8},
+    )
+    return response.status_code
+
+
+def alternate(targets: tuple[str, str], key: str, parallel: int = 1) -> Outcome:
+    """REQUESTS chat calls alternating between the two instances, ``parallel`` of them in flight."""
     by_instance: list[Counter[int]] = [Counter(), Counter()]
     t0 = time.monotonic()
     with httpx.Client(timeout=30) as client:
-        for i in range(REQUESTS):
-            response = client.post(
-                f"{targets[i % 2]}/v1/chat/completions",
-                headers={"Authorization": f"Bearer {key}"},
-                json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8},
-            )
-            by_instance[i % 2][response.status_code] += 1
+        if parallel == 1:
+            codes = [chat(client, targets[i % 2], key) for i in range(REQUESTS)]
+        else:
+            with ThreadPoolExecutor(parallel) as pool:
+                codes = list(pool.map(lambda i: chat(client, targets[i % 2], key), range(REQUESTS)))
+    for i, code in enumerate(codes):
+        by_instance[i % 2][code] += 1
     seconds = time.monotonic() - t0
     # Everything must fall inside one window, or a reset mid-run would let more through legitimately.
     assert seconds < 45, f"{REQUESTS} requests took {seconds:.0f}s: too close to the 60 s rate-limit window"
@@ -226,6 +243,13 @@ def test_rpm_is_enforced_gateway_wide_with_shared_redis(pairs: Pairs, rpm_key: s
     assert value is not None and int(str(value)) >= RPM + 1, "Redis counted fewer requests than it refused"
 
 
+def test_rpm_holds_with_shared_redis_under_concurrent_requests(pairs: Pairs, rpm_key: str) -> None:
+    # The Lua script increments and reads the counter atomically in Redis: no race between instances.
+    outcome = alternate(pairs.shared, rpm_key, parallel=PARALLEL)
+    print(f"\n[measure] rpm_limit {RPM}, two instances sharing Redis, {PARALLEL} in flight: {_show(outcome)}")
+    assert outcome.accepted == RPM, _show(outcome)
+
+
 def test_without_redis_each_instance_enforces_rpm_on_its_own(pairs: Pairs, rpm_key: str) -> None:
     outcome = alternate(pairs.solo, rpm_key)
     print(f"\n[measure] rpm_limit {RPM}, two instances without Redis (control): {_show(outcome)}")
@@ -239,3 +263,21 @@ def test_chart_refuses_several_replicas_without_redis() -> None:
     error = template_error(VALUE_SETS["default"], {"litellm.replicas": "2"})
     assert "redis" in error.lower(), error
 
+
+
+def test_shared_instances_fail_closed_when_redis_is_gone(pairs: Pairs, rpm_key: str) -> None:
+    """The chart's default `failClosedRateLimits: true`: no Redis, no unverified per-pod limits (503).
+    Last in this module: it stops the Redis server the shared pair uses."""
+    name, pid = pairs.redis_process
+    stop(name, pid)
+    with httpx.Client(timeout=30) as client:
+        codes = [chat(client, pairs.shared[i % 2], rpm_key) for i in range(4)]
+    print(f"\n[measure] Redis stopped, fail-closed instances answered {codes}")
+    assert codes == [503] * 4, codes
+
+
+def test_zz_no_key_or_redis_password_in_the_logs(pairs: Pairs) -> None:
+    text = "".join(path.read_text(errors="replace") for path in pairs.logs)
+    assert "Rate limit exceeded" in text, "the shared instances' logs were not captured"
+    for secret in [*KEYS_USED, pairs.master_key, pairs.redis[2]]:
+        assert secret not in text, "a key, the master key or the Redis password in a LiteLLM/Redis log"

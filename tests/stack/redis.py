@@ -182,7 +182,7 @@ def start(ctx: StackContext, name: str = "redis") -> dict[str, str]:
     info = str(command("127.0.0.1", port, password, "INFO", "server"))
     version = next((line.split(":", 1)[1] for line in info.splitlines() if line.startswith(
         ("redis_version:", "valkey_version:"))), "?").strip()
-    say(f"{name}: redis-server {version} on 127.0.0.1:{port}")
+    say(f"{name}: {server.name} (redis_version {version}) on 127.0.0.1:{port}")
     return {"LLMGW_REDIS_HOST": "127.0.0.1", "LLMGW_REDIS_PORT": str(port), "LLMGW_REDIS_PASSWORD": password}
 
 
