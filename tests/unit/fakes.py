@@ -120,7 +120,9 @@ class FakeLiteLLM:
         team = self.teams.get(params["team_id"])
         if team is None:
             return _error(404, "team not found")
-        return httpx.Response(200, json={"team_id": team["team_id"], "team_info": team, "keys": []})
+        # Like LiteLLM 1.108.7: every key of the team, unpaginated, token included.
+        keys = [copy.deepcopy(k) for k in self.keys.values() if k.get("team_id") == team["team_id"]]
+        return httpx.Response(200, json={"team_id": team["team_id"], "team_info": team, "keys": keys})
 
     # --- users ----------------------------------------------------------------------------------------
 

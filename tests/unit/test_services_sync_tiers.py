@@ -38,8 +38,9 @@ async def populate(world: World, count: int) -> dict[str, UserView]:
     return {naming.key_alias("demo", f"u{i}"): view(world, i) for i in range(count)}
 
 
-async def test_resync_cost_is_pages_of_key_list_not_calls_per_user() -> None:
+async def test_resync_cost_is_one_team_info_call_not_calls_per_user() -> None:
     world = World()
+    world.litellm.teams["llmgw-tier-coding"] = {"team_id": "llmgw-tier-coding", "models": []}
     by_alias = await populate(world, 250)
     for key in world.litellm.keys.values():
         key["spend"] = 0.5
@@ -50,8 +51,8 @@ async def test_resync_cost_is_pages_of_key_list_not_calls_per_user() -> None:
         reconciled.append(user.ref.name)
 
     report = await sync.resync_tier(world.svc, CODING, by_alias, reconcile)
-    assert world.litellm.reads == ["/key/list"] * 3 and world.litellm.writes == []
-    assert (report.pages, report.keys, report.synced, reconciled) == (3, 250, 250, [])
+    assert world.litellm.reads == ["/team/info"] and world.litellm.writes == []
+    assert (report.pages, report.keys, report.synced, reconciled) == (1, 250, 250, [])
     assert world.kube.statuses[(USER_PLURAL, "demo", "u7")]["spendUSD"] == 0.5
     # Nothing changed since: the next resync writes nothing at all.
     world.reset_counts()

@@ -257,6 +257,7 @@ class LiteLLMClient:
         user_id: str | None = None,
         page: int = 1,
         size: int = 100,
+        substring: bool = False,
     ) -> KeyPage:
         params: dict[str, Any] = {
             "return_full_object": "true",
@@ -268,6 +269,8 @@ class LiteLLMClient:
         }
         if key_alias is not None:
             params["key_alias"] = key_alias
+            if substring:  # 'contains', not 'starts with': callers filter
+                params["substring_matching"] = "true"
         if team_id is not None:
             params["team_id"] = team_id
         if user_id is not None:
@@ -279,6 +282,20 @@ class LiteLLMClient:
             total_count=int(payload.get("total_count") or 0),
             total_pages=int(payload.get("total_pages") or 0),
         )
+
+    async def team_keys(self, team_id: str) -> tuple[KeyRecord, ...] | None:
+        """Every key of the team in ONE call: /team/info answers with all of them, unpaginated and with
+        their token (LiteLLM 1.108.7's attempt to strip the token works on a copy). None when the answer
+        does not carry a token for each key (another LiteLLM version) or the team does not exist: page
+        /key/list instead."""
+        try:
+            payload = await self._request("GET", "/team/info", params={"team_id": team_id})
+        except NotFound:
+            return None  # no such team: /key/list tells whether keys name it anyway
+        raw = payload.get("keys") if isinstance(payload, dict) else None
+        if not isinstance(raw, list) or not all(isinstance(k, dict) and k.get("token") for k in raw):
+            return None
+        return tuple(KeyRecord.model_validate(k) for k in raw)
 
     async def key_by_alias(self, alias: str) -> KeyRecord | None:
         page = await self.key_list(key_alias=alias, size=10)

@@ -1,25 +1,50 @@
-"""Periodic status sync of one tier: walks the tier team's keys page by page (cost grows with pages of
-/key/list, not with users), writes spend / budget / reset time back to each user's status, re-runs the
-reconcile for users whose key drifted or vanished, and deletes keys of ours that nobody accounts for."""
+"""Periodic status sync of one tier: reads the tier team's keys in one call (/team/info; pages of
+/key/list as a fallback), writes spend / budget / reset time back to each user's status, re-runs the
+reconcile for users whose key drifted or vanished, and garbage-collects keys of ours that nobody accounts
+for (GC_MODE: revoke, dry-run or off), with a report as an Event on the tier, a log line and a metric."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from gateway_operator import budgets, metrics, naming
+from prometheus_client import Gauge
+
+from gateway_operator import adoption, budgets, metrics, naming
 from gateway_operator import desired as want
-from gateway_operator.models import USER_KIND, BudgetAlert, KeyRecord, TierView, UserView
+from gateway_operator.models import (
+    TIER_KIND,
+    TIER_PLURAL,
+    USER_KIND,
+    BudgetAlert,
+    KeyRecord,
+    ObjectRef,
+    TierView,
+    UserView,
+)
 from gateway_operator.services import users as user_service
-from gateway_operator.services.core import Services
+from gateway_operator.services.core import EventType, Services
 
 log = logging.getLogger(__name__)
 
-PAGE_SIZE = 100
+PAGE_SIZE = 100  # LiteLLM 1.108.7 caps /key/list at 100 per page
 
 Reconcile = Callable[[UserView], Awaitable[None]]
+
+ORPHAN_KEYS = Gauge(
+    "llmgw_orphan_keys",
+    "Keys of ours that no GatewayUser accounts for (or retired keys past their deadline) in the last "
+    "resync of the tier, by what the garbage collection did: revoked, dry-run (reported only), failed",
+    ["tier", "action"],
+)
+GC_ACTIONS = ("revoked", "dry-run", "failed")
+REASON_REVOKED = "OrphanKeysRevoked"
+REASON_FOUND = "OrphanKeysFound"
+REASON_FAILED = "OrphanKeysRevokeFailed"
+EVENT_LIMIT = 1000  # characters of an Event message (the handlers' event sink truncates there)
 
 
 @dataclass
@@ -31,19 +56,25 @@ class SyncReport:
     status_writes: int = 0
     repaired: list[str] = field(default_factory=list)
     orphans_deleted: list[str] = field(default_factory=list)
+    orphans_found: list[str] = field(default_factory=list)  # dry-run: would have been revoked
     resets_repaired: list[str] = field(default_factory=list)
     spend_usd: float = 0.0  # over the keys of the tier's live users
     budget_usd: float = 0.0
 
 
 async def list_team_keys(svc: Services, team_id: str) -> tuple[list[KeyRecord], int]:
+    """Every key of the team and the number of admin calls it took (one, unless /team/info does not
+    carry the keys' tokens: then pages of /key/list)."""
+    whole = await svc.litellm.team_keys(team_id)
+    if whole is not None:
+        return list(whole), 1
     keys: list[KeyRecord] = []
     page = 1
     while True:
         result = await svc.litellm.key_list(team_id=team_id, page=page, size=PAGE_SIZE)
         keys.extend(result.keys)
         if page >= result.total_pages or not result.keys:
-            return keys, page
+            return keys, page + 1
         page += 1
 
 
@@ -56,19 +87,6 @@ def _needs_reconcile(user: UserView, tier: TierView, key: KeyRecord | None) -> b
     ):
         return True
     return bool(want.key_changes(want.desired_key(user.ref, user.spec, tier.spec), key))
-
-
-def _is_orphan(key: KeyRecord, live_aliases: set[str], now: datetime, grace_seconds: float) -> bool:
-    if not naming.is_managed_alias(key.key_alias) or key.key_alias in live_aliases:
-        return False
-    if key.metadata.get("managed-by") not in (None, "llm-gateway-operator"):
-        return False
-    created = key.created_at
-    if created is None:
-        return False
-    if created.tzinfo is None:
-        created = created.replace(tzinfo=UTC)
-    return (now - created).total_seconds() >= grace_seconds
 
 
 async def repair_missed_reset(svc: Services, user: UserView, key: KeyRecord, now: datetime) -> KeyRecord:
@@ -115,6 +133,8 @@ async def resync_tier(
         key = by_alias.get(alias)
         if user.spec.tier != tier.name and key is None:
             continue  # another tier's daemon looks after it
+        if key is None and user.status.observed_generation is None:
+            continue  # never reconciled yet: it is in kopf's queue (a bulk create), kopf looks after it
         if _needs_reconcile(user, tier, key):
             report.repaired.append(f"{user.ref.namespace}/{user.ref.name}")
             try:
@@ -150,11 +170,104 @@ async def resync_tier(
         if owner is not None and not owner.ref.deleting and owner.spec.tier == tier.name:
             report.spend_usd += key.spend
             report.budget_usd += key.max_budget or 0.0
-    now = datetime.now(UTC)
-    orphans = [k for k in keys if _is_orphan(k, set(users_by_alias), now, svc.settings.orphan_grace_seconds)]
-    if orphans:
-        tokens = [k.token for k in orphans if k.token]
-        await svc.litellm.key_delete(tokens=tokens)
-        report.orphans_deleted = [str(k.key_alias) for k in orphans]
-        log.info("tier %s: deleted %d orphaned keys: %s", tier.name, len(orphans), report.orphans_deleted)
+    await collect_garbage(svc, tier.name, keys, frozenset(users_by_alias), report)
     return report
+
+
+def _describe(candidate: adoption.GcCandidate) -> str:
+    age = candidate.age_seconds
+    shown = "unknown age" if age is None else f"age {_duration(age)}"
+    return (
+        f"{candidate.alias} (key {candidate.key_id}, team {candidate.team or 'none'}, "
+        f"spend {candidate.spend:.4f} USD, {shown}, {candidate.reason})"
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f}h"
+    return f"{seconds / 86400:.0f}d"
+
+
+def gc_message(action: str, candidates: list[adoption.GcCandidate], limit: int = EVENT_LIMIT) -> str:
+    verb = {"revoked": "revoked", "dry-run": "would revoke (GC_MODE=dry-run)", "failed": "failed to revoke"}
+    head = f"{verb[action]} {len(candidates)} key(s) of ours that no GatewayUser accounts for: "
+    parts: list[str] = []
+    for index, candidate in enumerate(candidates):
+        part = _describe(candidate)
+        rest = len(candidates) - index - 1
+        tail = f"; and {rest} more" if rest else ""
+        if len(head) + len("; ".join([*parts, part])) + len(tail) > limit:
+            return head + "; ".join(parts) + f"; and {len(candidates) - index} more"
+        parts.append(part)
+    return head + "; ".join(parts)
+
+
+# The last dry-run report per tier, so an unchanged set of orphans is not re-announced every resync.
+_last_dry_run: dict[str, frozenset[str]] = {}
+
+
+async def collect_garbage(
+    svc: Services,
+    tier_name: str,
+    keys: list[KeyRecord],
+    live_aliases: frozenset[str],
+    report: SyncReport,
+) -> list[adoption.GcCandidate]:
+    """Revoke (or, in dry-run, report) the due candidates among ``keys``; returns them."""
+    mode = svc.settings.gc_mode
+    if mode == "off":
+        for action in GC_ACTIONS:
+            ORPHAN_KEYS.labels(tier=tier_name, action=action).set(0)
+        return []
+    now = datetime.now(UTC)
+    grace = svc.settings.orphan_grace_seconds
+    found = (adoption.gc_candidate(k, live_aliases, now, grace) for k in keys)
+    due = [c for c in found if c is not None and c.due]
+    counts = dict.fromkeys(GC_ACTIONS, 0)
+    if mode == "dry-run":
+        counts["dry-run"] = len(due)
+        report.orphans_found = [c.alias for c in due]
+        seen = frozenset(str(c.key_id) for c in due)
+        if due and _last_dry_run.get(tier_name) != seen:
+            await _announce(svc, tier_name, "dry-run", due)
+        _last_dry_run[tier_name] = seen
+    elif due:
+        tokens = [c.token for c in due if c.token]
+        try:
+            await svc.litellm.key_delete(tokens=tokens)
+        except Exception as error:  # reported; the next resync tries again
+            counts["failed"] = len(due)
+            log.warning("tier %s: revoking %d orphaned key(s) failed: %s", tier_name, len(due), error)
+            await _announce(svc, tier_name, "failed", due)
+        else:
+            counts["revoked"] = len(due)
+            report.orphans_deleted = [c.alias for c in due]
+            await _announce(svc, tier_name, "revoked", due)
+    for action, count in counts.items():
+        ORPHAN_KEYS.labels(tier=tier_name, action=action).set(count)
+    return due
+
+
+async def _announce(svc: Services, tier_name: str, action: str, due: list[adoption.GcCandidate]) -> None:
+    """A log line with the structured report, and an Event on the GatewayTier."""
+    log.info(
+        "key gc tier=%s action=%s count=%d keys=%s",
+        tier_name,
+        action,
+        len(due),
+        json.dumps([c.row() for c in due], separators=(",", ":")),
+    )
+    try:
+        body = await svc.kube.get_object(TIER_PLURAL, tier_name)
+    except Exception as error:  # the Event is informative; the log line above has the report
+        log.warning("tier %s: no Event for the key gc report: %s", tier_name, error)
+        return
+    uid = str(((body or {}).get("metadata") or {}).get("uid") or "")
+    reason = {"dry-run": REASON_FOUND, "revoked": REASON_REVOKED, "failed": REASON_FAILED}[action]
+    type_: EventType = "Normal" if action == "revoked" else "Warning"
+    svc.events(TIER_KIND, ObjectRef(name=tier_name, uid=uid), type_, reason, gc_message(action, due))

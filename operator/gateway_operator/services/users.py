@@ -16,7 +16,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway_operator import budgets, metrics, naming
+from gateway_operator import adoption, budgets, metrics, naming
 from gateway_operator import conditions as cond
 from gateway_operator import desired as want
 from gateway_operator.clients.kubernetes import K8sConflict, SecretView
@@ -239,7 +239,15 @@ async def ensure_key(
             )
         return current, secret
     if current is not None:
-        return await _rotate(svc, user, desired, current, value), secret
+        policy = adoption.effective_policy(adoption.user_policy(user.spec), svc.settings.adoption_policy)
+        action = adoption.decide(current, user.ref.uid, policy)
+        if action is adoption.Action.LEAVE:
+            raise adoption.KeyConflictError(adoption.conflict_message(current, desired.key_alias))
+        record = await _rotate(svc, user, desired, current, value)
+        if action is adoption.Action.ADOPT:
+            message = adoption.adopted_message(current, record.token)
+            svc.events(USER_KIND, user.ref, "Normal", adoption.REASON_KEY_ADOPTED, message)
+        return record, secret
 
     # Nothing under the alias. Is the Secret's value known to LiteLLM at all?
     known = await svc.litellm.key_info(token)
@@ -394,7 +402,10 @@ async def reconcile_user(
             user, cond.EMAIL_CONFLICT, f"email {user.spec.email} already belongs to GatewayUser {email_owner}"
         )
     else:
-        status = await _converge(svc, user, tier, alias, secret_name)
+        try:
+            status = await _converge(svc, user, tier, alias, secret_name)
+        except adoption.KeyConflictError as conflict:
+            status = not_ready(user, adoption.REASON_KEY_CONFLICT, str(conflict))
     if await write_status(svc, user, status):
         condition = cond.get_condition(status.conditions, cond.READY)
         previous = cond.get_condition(user.status.conditions, cond.READY)
@@ -465,7 +476,12 @@ async def delete_user(svc: Services, user: UserView, *, delete_litellm_user: boo
     """Finalizer: the key (and any retired one), the LiteLLM user, then our Secret(s)."""
     assert user.ref.namespace is not None
     alias = naming.key_alias(user.ref.namespace, user.ref.name)
-    await svc.litellm.key_delete(aliases=[alias, naming.retired_alias(alias)])
+    aliases = [alias, naming.retired_alias(alias)]
+    if adoption.may_hold_foreign_key(user.status):
+        holder = await svc.litellm.key_by_alias(alias)
+        if holder is not None and not adoption.is_ours(holder):
+            aliases.remove(alias)  # left alone (adoption policy Ignore): not ours to revoke
+    await svc.litellm.key_delete(aliases=aliases)
     if delete_litellm_user:
         await svc.litellm.user_delete([naming.user_id(user.spec.email)])
     names = {naming.secret_name(user.ref.name, user.spec.secret_name)}
