@@ -7,13 +7,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
 from pydantic import ValidationError
 
 from gateway_operator import conditions as cond
-from gateway_operator import metrics, naming
+from gateway_operator import metrics, naming, rotation
 from gateway_operator.clients.kubernetes import K8sConflict, K8sError, KubernetesClient
 from gateway_operator.clients.litellm import InvalidRequest, LiteLLMClient, LiteLLMError
 from gateway_operator.models import (
@@ -166,6 +167,7 @@ def gw_users(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple
             ref=_ref(body),
             spec=GatewayUserSpec.model_validate(body.get("spec") or {}),
             status=GatewayUserStatus.model_validate(body.get("status") or {}),
+            rotate_at=_rotate_at(body),
         )
     except ValidationError:
         view = None
@@ -177,6 +179,11 @@ def gw_users(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple
         ready.reason if ready else "",
     )
     return {(namespace, name): view}
+
+
+def _rotate_at(body: Any) -> str | None:
+    value = ((body.get("metadata") or {}).get("annotations") or {}).get(rotation.ANNOTATION_ROTATE_AT)
+    return str(value) if value else None
 
 
 def _first(store: Iterable[Any]) -> Any:
@@ -237,7 +244,12 @@ async def _reconcile_user(
         except ValidationError as error:
             await _invalid_user(svc, ref, body, error)
             raise kopf.PermanentError(f"invalid spec: {_validation_summary(error)}") from None
-        user = UserView(ref=ref, spec=spec, status=GatewayUserStatus.model_validate(body.get("status") or {}))
+        user = UserView(
+            ref=ref,
+            spec=spec,
+            status=GatewayUserStatus.model_validate(body.get("status") or {}),
+            rotate_at=_rotate_at(body),
+        )
         tier = tier_override if tier_override is not None and tier_override.name == spec.tier else None
         tier = tier or _tier_view(spec.tier, gw_tiers)
         owner = _email_owner(user, _all_users(gw_users))
@@ -553,6 +565,42 @@ async def tier_resync(
             f"{report.status_writes} status writes, repaired {report.repaired}, "
             f"orphans {report.orphans_deleted}, budget resets repaired {report.resets_repaired}"
         )
+
+
+ROTATION_POLL_SECONDS = 30.0  # how soon a due time written to a status after the last wake-up is seen
+ROTATION_RETRY_SECONDS = 30.0  # a due user whose reconcile did not clear it is retried this much later
+
+
+@kopf.daemon(GROUP, VERSION, TIER_PLURAL, cancellation_timeout=10)  # type: ignore[arg-type]
+async def tier_rotations(
+    name: str,
+    memo: kopf.Memo,
+    stopped: kopf.DaemonStopped,
+    gw_tiers: kopf.Index[str, dict[str, Any]],
+    gw_users: kopf.Index[tuple[str, str], UserView | None],
+    **_: Any,
+) -> None:
+    """Per tier: scheduled rotations, on-demand rotations for a future time, and ends of grace periods.
+    Due times come from the indexed specs, statuses and annotations (no API call); only a due user is
+    reconciled, and the reconcile does the work (services/rotation.py)."""
+    svc: Services = memo.services
+    attempted: dict[tuple[str, str], float] = {}
+    loop = asyncio.get_running_loop()
+    while not stopped:
+        now = datetime.now(UTC)
+        due, wake = rotation.due_users(_tier_users(name, gw_users), now)
+        for user in due:
+            key = (user.ref.namespace or "", user.ref.name)
+            if loop.time() - attempted.get(key, -ROTATION_RETRY_SECONDS) < ROTATION_RETRY_SECONDS:
+                continue  # its status may lag in the index; the reconcile just ran
+            attempted[key] = loop.time()
+            await _quiet(_reconcile_user(svc, key[0], key[1], gw_tiers, gw_users))
+        delay = ROTATION_POLL_SECONDS
+        if wake is not None:
+            delay = min(delay, max(0.2, (wake - datetime.now(UTC)).total_seconds()))
+        elif due:
+            delay = min(delay, ROTATION_RETRY_SECONDS)
+        await stopped.wait(delay)
 
 
 async def _record_tier_spend(

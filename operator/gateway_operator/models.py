@@ -25,6 +25,9 @@ EMAIL_PATTERN = (
 )
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
+# "720h", "30d", "1h30m", "0s": units s, m, h, d (24h), w (7d); no fractions, no spaces.
+DURATION_PATTERN = r"^([0-9]{1,6}[smhdw])+$"
+DEFAULT_GRACE_PERIOD = "24h"
 
 
 class _Model(BaseModel):
@@ -85,6 +88,22 @@ class BudgetAlert(_Model):
     period: str | None = None
 
 
+class KeyRotation(_Model):
+    """When to replace the user's key, and how long the previous key keeps working afterwards."""
+
+    every: str | None = Field(default=None, pattern=DURATION_PATTERN, max_length=32)
+    grace_period: str = Field(
+        default=DEFAULT_GRACE_PERIOD, alias="gracePeriod", pattern=DURATION_PATTERN, max_length=32
+    )
+
+    @field_validator("every")
+    @classmethod
+    def _every_positive(cls, value: str | None) -> str | None:
+        if value is not None and not any(c in "123456789" for c in value):
+            raise ValueError("every must be longer than 0")
+        return value
+
+
 class GatewayUserSpec(_Model):
     email: str = Field(pattern=EMAIL_PATTERN, max_length=254)
     tier: str = Field(min_length=1, max_length=50, pattern=DNS_SUBDOMAIN_PATTERN)
@@ -95,6 +114,14 @@ class GatewayUserSpec(_Model):
     secret_name: str | None = Field(
         default=None, alias="secretName", min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN
     )
+    key_rotation: KeyRotation | None = Field(default=None, alias="keyRotation")
+
+
+class RetiredKeyStatus(_Model):
+    """A replaced key that still works until ``expires_at`` (the end of its grace period)."""
+
+    key_id: str = Field(alias="keyId")
+    expires_at: str = Field(alias="expiresAt")
 
 
 class GatewayUserStatus(_Model):
@@ -110,6 +137,10 @@ class GatewayUserStatus(_Model):
     models: tuple[str, ...] | None = None
     last_sync_time: str | None = Field(default=None, alias="lastSyncTime")
     budget_alert: BudgetAlert | None = Field(default=None, alias="budgetAlert")
+    last_rotation_time: str | None = Field(default=None, alias="lastRotationTime")
+    next_rotation_time: str | None = Field(default=None, alias="nextRotationTime")
+    handled_rotate_at: str | None = Field(default=None, alias="handledRotateAt")
+    retired_keys: tuple[RetiredKeyStatus, ...] = Field(default=(), alias="retiredKeys")
     conditions: tuple[Condition, ...] = ()
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
 
@@ -137,6 +168,8 @@ class UserView(_Model):
     ref: ObjectRef
     spec: GatewayUserSpec
     status: GatewayUserStatus = GatewayUserStatus()
+    # The object's llmgateway.io/rotate-at annotation: an on-demand rotation request.
+    rotate_at: str | None = None
 
 
 # --- LiteLLM records (what the admin API returns; only the fields we read) ---------------------------

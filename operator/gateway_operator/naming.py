@@ -20,6 +20,10 @@ SECRET_API_KEY = "api-key"
 SECRET_BASE_URL = "base-url"
 SECRET_OPENAI_API_KEY = "OPENAI_API_KEY"
 SECRET_OPENAI_BASE_URL = "OPENAI_BASE_URL"
+# During a rotation's grace period: the key that was replaced (still valid until the annotation's time).
+SECRET_PREVIOUS_API_KEY = "previous-api-key"
+# Between the first and the last step of a rotation: the next key, minted but not yet the live one.
+SECRET_PENDING_API_KEY = "pending-api-key"
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_COMPONENT = "llmgateway.io/component"
@@ -42,13 +46,20 @@ def key_alias(namespace: str, name: str) -> str:
     return f"{KEY_ALIAS_PREFIX}{namespace}.{name}"
 
 
-def retired_alias(alias: str) -> str:
-    return f"{alias}{RETIRED_SUFFIX}"
+def retired_alias(alias: str, key_id: str | None = None) -> str:
+    """Alias of a replaced key. Without ``key_id``: the one-off alias of a key revoked at once (lost
+    Secret). With it: a key rotated out and still in its grace period; one alias per old key, so
+    renaming is idempotent and several rotations can overlap."""
+    return f"{alias}{RETIRED_SUFFIX}" if key_id is None else f"{alias}{RETIRED_SUFFIX}-{key_id}"
+
+
+def is_retired_alias(alias: str | None) -> bool:
+    return bool(alias) and str(alias).startswith(KEY_ALIAS_PREFIX) and RETIRED_SUFFIX in str(alias)
 
 
 def parse_key_alias(alias: str) -> tuple[str, str] | None:
     """(namespace, name) of a live alias we made, None for anything else (including retired aliases)."""
-    if not alias.startswith(KEY_ALIAS_PREFIX) or alias.endswith(RETIRED_SUFFIX):
+    if not alias.startswith(KEY_ALIAS_PREFIX) or RETIRED_SUFFIX in alias:
         return None
     namespace, dot, name = alias[len(KEY_ALIAS_PREFIX) :].partition(".")
     if not dot or not namespace or not name:

@@ -141,6 +141,8 @@ def test_operator_service_account_can_do_exactly_its_job(operator_rbac: tuple[st
         ("patch", "gatewayusers.llmgateway.io"),
         ("patch", "gatewayusers.llmgateway.io/status"),
         ("create", "events"),
+        ("list", "deployments.apps"),  # key rotation rolls out the Deployments that opt in
+        ("patch", "deployments.apps"),
     ]
     for verb, resource in allowed:
         assert can_i(sa, verb, resource, user_ns), f"{mode}: cannot {verb} {resource} in {user_ns}"
@@ -160,6 +162,9 @@ def test_operator_service_account_can_do_exactly_its_job(operator_rbac: tuple[st
         ("create", "customresourcedefinitions.apiextensions.k8s.io"),
         ("create", "rolebindings"),
         ("update", "events"),
+        ("create", "deployments.apps"),
+        ("delete", "deployments.apps"),
+        ("update", "deployments.apps"),
     ]
     for verb, resource in denied:
         assert not can_i(sa, verb, resource, user_ns), f"{mode}: may {verb} {resource}"

@@ -409,6 +409,7 @@ def test_operator_rbac_is_least_privilege(value_set: str) -> None:
         ("", "secrets"),
         ("", "events"),
         ("", "namespaces"),
+        ("apps", "deployments"),
     }
     for _, _, rule in rules:
         if rule["resources"] == ["customresourcedefinitions"]:
@@ -417,6 +418,11 @@ def test_operator_rbac_is_least_privilege(value_set: str) -> None:
             assert rule["verbs"] == ["create"]
         if rule["resources"] == ["namespaces"]:
             assert set(rule["verbs"]) == {"list", "watch"}
+    # Deployments: only what a rollout of the ones that opt in to key rotation needs (no create/delete),
+    # and only where the Secrets are.
+    deployments = [(scope, set(r["verbs"])) for _, scope, r in rules if "deployments" in r["resources"]]
+    assert deployments and all(verbs == {"get", "list", "patch"} for _, verbs in deployments)
+    assert {scope for scope, _ in deployments} == {scope for scope, _ in secrets}
     if value_set == "production":  # watchNamespaces: Secrets only in those namespaces (+ its own for events)
         assert {scope for scope, _ in secrets} == {"team-a", "team-b", "llm-gateway"}
     else:

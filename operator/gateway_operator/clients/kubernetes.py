@@ -1,4 +1,5 @@
-"""Kubernetes access the services need: user Secrets and status patches of our custom objects.
+"""Kubernetes access the services need: user Secrets, status patches of our custom objects, and the
+rollout of Deployments that opted in to key rotation.
 
 kubernetes_asyncio underneath; 404 becomes ``None`` (or ``False``), 409 becomes ``K8sConflict``, and
 Secret data is decoded to ``str`` here so nothing above deals with base64. Secret values never reach
@@ -44,6 +45,15 @@ class SecretView:
     owner_references: tuple[dict[str, Any], ...] = ()
     data: dict[str, str] = field(default_factory=dict, repr=False)
     deleting: bool = False
+    created: str = ""  # metadata.creationTimestamp
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    name: str
+    namespace: str
+    annotations: dict[str, str] = field(default_factory=dict)
+    template_annotations: dict[str, str] = field(default_factory=dict)
 
 
 def _decode(data: Mapping[str, str] | None) -> dict[str, str]:
@@ -71,6 +81,7 @@ class KubernetesClient:
         self._api = api_client
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
+        self._apps = client.AppsV1Api(api_client)
 
     @classmethod
     async def connect(cls) -> KubernetesClient:
@@ -100,6 +111,7 @@ class KubernetesClient:
             owner_references=tuple(meta.get("ownerReferences") or ()),
             data=_decode(raw.get("data")),
             deleting=bool(meta.get("deletionTimestamp")),
+            created=str(meta.get("creationTimestamp") or ""),
         )
 
     async def get_secret(self, namespace: str, name: str) -> SecretView | None:
@@ -180,6 +192,42 @@ class KubernetesClient:
             if error.status == 404:
                 return False
             raise _wrap(f"delete Secret {namespace}/{name}", error) from None
+        return True
+
+    # --- Deployments --------------------------------------------------------------------------------
+
+    async def list_deployments(self, namespace: str) -> list[DeploymentView]:
+        try:
+            result = await self._apps.list_namespaced_deployment(namespace)
+        except ApiException as error:
+            raise _wrap(f"list Deployments in {namespace}", error) from None
+        views = []
+        for item in self._api.sanitize_for_serialization(result).get("items", []):
+            meta = item.get("metadata", {})
+            template = item.get("spec", {}).get("template", {}).get("metadata", {})
+            views.append(
+                DeploymentView(
+                    name=meta.get("name", ""),
+                    namespace=meta.get("namespace", namespace),
+                    annotations=dict(meta.get("annotations") or {}),
+                    template_annotations=dict(template.get("annotations") or {}),
+                )
+            )
+        return views
+
+    async def patch_pod_template_annotations(
+        self, namespace: str, name: str, annotations: Mapping[str, str]
+    ) -> bool:
+        """What `kubectl rollout restart` does: a changed pod-template annotation rolls the pods.
+        False if the Deployment is gone."""
+        body = {"spec": {"template": {"metadata": {"annotations": dict(annotations)}}}}
+        options: dict[str, Any] = {"_content_type": MERGE_PATCH}
+        try:
+            await self._apps.patch_namespaced_deployment(name, namespace, body, **options)
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise _wrap(f"patch Deployment {namespace}/{name}", error) from None
         return True
 
     # --- custom objects -------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any
 from gateway_operator import adoption, budgets, metrics, naming
 from gateway_operator import conditions as cond
 from gateway_operator import desired as want
+from gateway_operator import rotation as rot
 from gateway_operator.clients.kubernetes import K8sConflict, SecretView
 from gateway_operator.clients.litellm import Conflict, LiteLLMError
 from gateway_operator.models import (
@@ -32,6 +33,7 @@ from gateway_operator.models import (
     TierView,
     UserView,
 )
+from gateway_operator.services import rotation as rotation_service
 from gateway_operator.services.core import Services, looks_minted, mint_key
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,10 @@ def is_ours(secret: SecretView, user: UserView) -> bool:
     )
 
 
+# Fields a rotation adds next to the key (services/rotation.py); a key write keeps them.
+ROTATION_FIELDS = (naming.SECRET_PREVIOUS_API_KEY, naming.SECRET_PENDING_API_KEY)
+
+
 def secret_data(svc: Services, value: str) -> dict[str, str]:
     base_url = svc.settings.public_url
     return {
@@ -94,15 +100,17 @@ def _secret_current(svc: Services, secret: SecretView, user: UserView) -> bool:
     value = secret.data.get(naming.SECRET_API_KEY, "")
     owners_ok = any(ref.get("uid") == user.ref.uid for ref in secret.owner_references)
     labels_ok = all(secret.labels.get(k) == v for k, v in _labels().items())
-    return owners_ok and labels_ok and secret.data == secret_data(svc, value)
+    data = {k: v for k, v in secret.data.items() if k not in ROTATION_FIELDS}
+    return owners_ok and labels_ok and data == secret_data(svc, value)
 
 
 async def write_secret(
     svc: Services, user: UserView, name: str, value: str, existing: SecretView | None
 ) -> SecretView:
     assert user.ref.namespace is not None
+    kept = {k: v for k, v in (existing.data if existing else {}).items() if k in ROTATION_FIELDS}
     kwargs: dict[str, Any] = {
-        "data": secret_data(svc, value),
+        "data": {**secret_data(svc, value), **kept},
         "labels": _labels(),
         "annotations": _annotations(user),
         "owner_references": owner_references(user),
@@ -278,7 +286,17 @@ async def ensure_key(
 
     # Never registered (the operator died after writing the Secret), maybe mid-rotation.
     retired = await svc.litellm.key_by_alias(naming.retired_alias(desired.key_alias))
-    record = await _generate(svc, desired, value, spend=retired.spend if retired else 0.0)
+    rotated = None
+    if retired is None and user.status.key_id:
+        # A scheduled rotation renamed the old key, then the Secret (and its pending key) was lost: carry
+        # that key's spend; it stays in its grace period (revoked by the GC after llmgw_retire_after).
+        rotated = await svc.litellm.key_by_alias(
+            naming.retired_alias(desired.key_alias, user.status.key_id)
+        )
+    spend = retired.spend if retired else 0.0
+    if rotated is not None:
+        spend = rot.carried_spend(rotated.metadata, rotated.spend)
+    record = await _generate(svc, desired, value, spend=spend)
     if retired is not None and retired.token:
         await svc.litellm.key_delete(tokens=[retired.token])
     svc.events(
@@ -376,8 +394,10 @@ async def write_status(svc: Services, user: UserView, status: GatewayUserStatus)
     old.pop("lastSyncTime", None)
     if new == old:
         return False
-    new["lastSyncTime"] = cond.now_iso()
-    return await svc.kube.patch_status(USER_PLURAL, user.ref.name, user.ref.namespace, new)
+    patch: dict[str, Any] = {key: None for key in old if key not in new}  # a merge patch deletes with null
+    patch.update(new)
+    patch["lastSyncTime"] = cond.now_iso()
+    return await svc.kube.patch_status(USER_PLURAL, user.ref.name, user.ref.namespace, patch)
 
 
 async def reconcile_user(
@@ -440,13 +460,16 @@ async def _converge(
     await ensure_litellm_user(
         svc, want.desired_user(user.spec, tier.spec, tier.name), fresh=user.status.key_id is None
     )
-    key, secret = await ensure_key(
-        svc, user, want.desired_key(user.ref, user.spec, tier.spec), secret_name, secret
-    )
+    desired = want.desired_key(user.ref, user.spec, tier.spec)
+    secret = await rotation_service.advance(svc, user, desired, secret)
+    key, secret = await ensure_key(svc, user, desired, secret_name, secret)
     if not _secret_current(svc, secret, user):
         secret = await write_secret(svc, user, secret_name, secret.data[naming.SECRET_API_KEY], secret)
     await _drop_old_secret(svc, user, secret_name)
-    return status_from_key(user, tier, secret_name, key)
+    status = status_from_key(user, tier, secret_name, key)
+    record = rot.read_record(secret.annotations)
+    created = rotation_service.created_at(secret, user)
+    return status.model_copy(update=rot.status_fields(user.spec.key_rotation, record, created))
 
 
 async def _move_secret(svc: Services, user: UserView, secret_name: str) -> SecretView | None:
@@ -476,7 +499,12 @@ async def delete_user(svc: Services, user: UserView, *, delete_litellm_user: boo
     """Finalizer: the key (and any retired one), the LiteLLM user, then our Secret(s)."""
     assert user.ref.namespace is not None
     alias = naming.key_alias(user.ref.namespace, user.ref.name)
-    aliases = [alias, naming.retired_alias(alias)]
+    secret = await svc.kube.get_secret(
+        user.ref.namespace, naming.secret_name(user.ref.name, user.spec.secret_name)
+    )
+    ours = secret if secret is not None and is_ours(secret, user) else None
+    rotated = await rotation_service.retired_aliases(svc, user, ours)
+    aliases = [alias, naming.retired_alias(alias), *rotated]
     if adoption.may_hold_foreign_key(user.status):
         holder = await svc.litellm.key_by_alias(alias)
         if holder is not None and not adoption.is_ours(holder):
