@@ -18,6 +18,7 @@ counts in its own memory, so 2N succeed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import time
@@ -42,6 +43,7 @@ RUN = secrets.token_hex(3)
 RPM = 10
 REQUESTS = 3 * RPM
 PARALLEL = 6
+BUDGET_REQUESTS = 4
 KEYS_USED: list[str] = []  # every key value this module made: none may show up in a log
 MODEL = "model-cheap"
 REDIS_PASSWORD_SECRET = "llm-gateway-redis"  # any name: it only makes the chart render the password refs
@@ -161,17 +163,12 @@ def _pid_of(name: str) -> int:
 # --- helpers ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def rpm_key(pairs: Pairs) -> Iterator[str]:
-    """A fresh virtual key with rpm_limit RPM, made with the master key (no operator in the way)."""
+@contextlib.contextmanager
+def virtual_key(pairs: Pairs, **params: Any) -> Iterator[str]:
+    """A fresh virtual key for MODEL, made with the master key (no operator in the way), deleted after."""
     headers = {"Authorization": f"Bearer {pairs.master_key}"}
-    response = httpx.post(
-        f"{pairs.admin}/key/generate",
-        headers=headers,
-        json={"key_alias": f"rpm-{RUN}-{secrets.token_hex(3)}", "rpm_limit": RPM, "models": [MODEL],
-              "max_budget": 1.0},
-        timeout=30,
-    )
+    body = {"key_alias": f"rpm-{RUN}-{secrets.token_hex(3)}", "models": [MODEL], **params}
+    response = httpx.post(f"{pairs.admin}/key/generate", headers=headers, json=body, timeout=30)
     assert response.status_code == 200, f"/key/generate answered {response.status_code}"
     key = str(response.json()["key"])
     KEYS_USED.append(key)
@@ -181,47 +178,66 @@ def rpm_key(pairs: Pairs) -> Iterator[str]:
         httpx.post(f"{pairs.admin}/key/delete", headers=headers, json={"keys": [key]}, timeout=30)
 
 
+@pytest.fixture
+def rpm_key(pairs: Pairs) -> Iterator[str]:
+    with virtual_key(pairs, rpm_limit=RPM, max_budget=1.0) as key:
+        yield key
+
+
 @dataclass
 class Outcome:
     accepted: int
     limited: int
     by_instance: list[Counter[int]]
     seconds: float
+    refused: int
 
 
-def chat(client: httpx.Client, base_url: str, key: str) -> int:
-    response = client.post(
+def chat(client: httpx.Client, base_url: str, key: str) -> httpx.Response:
+    return client.post(
         f"{base_url}/v1/chat/completions",
         headers={"Authorization": f"Bearer {key}"},
         json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8},
     )
-    return response.status_code
 
 
-def alternate(targets: tuple[str, str], key: str, parallel: int = 1) -> Outcome:
-    """REQUESTS chat calls alternating between the two instances, ``parallel`` of them in flight."""
+def alternate(
+    targets: tuple[str, str],
+    key: str,
+    parallel: int = 1,
+    requests: int = REQUESTS,
+    refused: int = 429,
+    pause: float = 0.0,
+) -> Outcome:
+    """Chat calls alternating between the two instances, ``parallel`` of them in flight."""
     by_instance: list[Counter[int]] = [Counter(), Counter()]
     t0 = time.monotonic()
+
+    def one(i: int) -> int:
+        code = chat(client, targets[i % 2], key).status_code
+        time.sleep(pause)
+        return code
+
     with httpx.Client(timeout=30) as client:
         if parallel == 1:
-            codes = [chat(client, targets[i % 2], key) for i in range(REQUESTS)]
+            codes = [one(i) for i in range(requests)]
         else:
             with ThreadPoolExecutor(parallel) as pool:
-                codes = list(pool.map(lambda i: chat(client, targets[i % 2], key), range(REQUESTS)))
+                codes = list(pool.map(one, range(requests)))
     for i, code in enumerate(codes):
         by_instance[i % 2][code] += 1
     seconds = time.monotonic() - t0
     # Everything must fall inside one window, or a reset mid-run would let more through legitimately.
-    assert seconds < 45, f"{REQUESTS} requests took {seconds:.0f}s: too close to the 60 s rate-limit window"
+    assert seconds < 45, f"{requests} requests took {seconds:.0f}s: too close to the 60 s rate-limit window"
     total = by_instance[0] + by_instance[1]
-    assert set(total) <= {200, 429}, f"only 200 and 429 expected, got {dict(total)}"
-    return Outcome(total[200], total[429], by_instance, seconds)
+    assert set(total) <= {200, refused}, f"only 200 and {refused} expected, got {dict(total)}"
+    return Outcome(total[200], total[refused], by_instance, seconds, refused)
 
 
 def _show(outcome: Outcome) -> str:
     per = ", ".join(f"{dict(c)}" for c in outcome.by_instance)
-    return (f"{outcome.accepted} accepted / {outcome.limited} got 429 of {REQUESTS} "
-            f"(per instance {per}) in {outcome.seconds:.1f}s")
+    return (f"{outcome.accepted} accepted / {outcome.limited} got {outcome.refused} of "
+            f"{outcome.accepted + outcome.limited} (per instance {per}) in {outcome.seconds:.1f}s")
 
 
 # --- the scenarios ---------------------------------------------------------------------------------------
@@ -265,13 +281,43 @@ def test_chart_refuses_several_replicas_without_redis() -> None:
 
 
 
+@pytest.fixture(scope="module")
+def cost_per_request(pairs: Pairs) -> float:
+    """What LiteLLM books for one MODEL request to the stub (fixed usage, so a fixed price)."""
+    with virtual_key(pairs, max_budget=1.0) as key, httpx.Client(timeout=30) as client:
+        response = chat(client, pairs.admin, key)
+    assert response.status_code == 200, response.status_code
+    cost = float(response.headers["x-litellm-response-cost"])
+    assert cost > 0
+    return cost
+
+
+@pytest.mark.parametrize("pair", ["shared", "solo"])
+def test_key_budget_is_shared_only_through_redis(pairs: Pairs, cost_per_request: float, pair: str) -> None:
+    """The spend counters (issue 4's other reason for Redis): a key whose budget allows BUDGET_REQUESTS
+    requests. Spend is booked right after each response, so a short pause between requests keeps this about
+    sharing the counter, not about the booking race (that is test_faults.py's burst scenario)."""
+    budget = (BUDGET_REQUESTS - 0.5) * cost_per_request
+    targets = pairs.shared if pair == "shared" else pairs.solo
+    with virtual_key(pairs, max_budget=budget) as key:
+        outcome = alternate(targets, key, requests=3 * BUDGET_REQUESTS, refused=402, pause=0.3)
+    label = "sharing Redis" if pair == "shared" else "without Redis (control)"
+    print(f"\n[measure] budget for {BUDGET_REQUESTS} requests, two instances {label}: {_show(outcome)}")
+    if pair == "shared":
+        # +1 only if one booking took longer than the pause (measured: exactly BUDGET_REQUESTS).
+        assert BUDGET_REQUESTS <= outcome.accepted <= BUDGET_REQUESTS + 1, _show(outcome)
+    else:
+        # Each instance sees only its own spend (the key's cached row is 60 s old at most): 2x the budget.
+        assert all(c[200] >= BUDGET_REQUESTS for c in outcome.by_instance), _show(outcome)
+
+
 def test_shared_instances_fail_closed_when_redis_is_gone(pairs: Pairs, rpm_key: str) -> None:
     """The chart's default `failClosedRateLimits: true`: no Redis, no unverified per-pod limits (503).
     Last in this module: it stops the Redis server the shared pair uses."""
     name, pid = pairs.redis_process
     stop(name, pid)
     with httpx.Client(timeout=30) as client:
-        codes = [chat(client, pairs.shared[i % 2], rpm_key) for i in range(4)]
+        codes = [chat(client, pairs.shared[i % 2], rpm_key).status_code for i in range(4)]
     print(f"\n[measure] Redis stopped, fail-closed instances answered {codes}")
     assert codes == [503] * 4, codes
 
