@@ -13,7 +13,9 @@ the same database:
 One virtual key per pair with ``rpm_limit`` N; 3N requests alternate between the pair's two instances, well
 inside one rate-limit window (60 s). With Redis, LiteLLM's v3 limiter increments the key's request counter in
 Redis with an atomic Lua script on every request, so exactly N succeed gateway-wide; without it each instance
-counts in its own memory, so 2N succeed.
+counts in its own memory, so 2N succeed. The same for a key's budget (LiteLLM's cross-pod spend counter
+``spend:key:<hash>``), and with Redis gone the chart's fail-closed setting answers 503. Numbers and the
+reading of LiteLLM's code: tests/resilience/README.md.
 """
 
 from __future__ import annotations
@@ -301,6 +303,13 @@ def test_key_budget_is_shared_only_through_redis(pairs: Pairs, cost_per_request:
     targets = pairs.shared if pair == "shared" else pairs.solo
     with virtual_key(pairs, max_budget=budget) as key:
         outcome = alternate(targets, key, requests=3 * BUDGET_REQUESTS, refused=402, pause=0.3)
+        host, port, password = pairs.redis
+        token = hashlib.sha256(key.encode()).hexdigest()
+        booked = stack_redis.command(host, port, password, "GET", f"spend:key:{token}")
+    if pair == "shared":  # the cross-pod spend counter LiteLLM reads first
+        assert booked is not None and float(str(booked)) >= BUDGET_REQUESTS * cost_per_request * 0.999
+    else:
+        assert booked is None, "the control pair must not reach Redis"
     label = "sharing Redis" if pair == "shared" else "without Redis (control)"
     print(f"\n[measure] budget for {BUDGET_REQUESTS} requests, two instances {label}: {_show(outcome)}")
     if pair == "shared":
