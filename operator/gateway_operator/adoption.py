@@ -151,6 +151,14 @@ def parse_time(value: Any) -> datetime | None:
         return None
 
 
+def alias_namespace(alias: str | None) -> str | None:
+    """The namespace a (live or retired) alias of ours names, None if it is not one."""
+    if not alias:
+        return None
+    parsed = naming.parse_key_alias(alias.partition(naming.RETIRED_SUFFIX)[0])
+    return parsed[0] if parsed else None
+
+
 def gc_candidate(
     key: KeyRecord, live_aliases: set[str] | frozenset[str], now: datetime, grace_seconds: float
 ) -> GcCandidate | None:
@@ -196,7 +204,6 @@ def gc_candidate(
     elif alias in live_aliases:
         return None
     return candidate(GcReason.ORPHAN, age is not None and age >= grace_seconds)
-
 
 
 def may_hold_foreign_key(status: GatewayUserStatus) -> bool:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from gateway_operator.cli import cmd_health, cmd_tiers, cmd_usage, cmd_users, cmd_validate
+from gateway_operator.cli import cmd_health, cmd_keys, cmd_tiers, cmd_usage, cmd_users, cmd_validate
 from gateway_operator.cli.common import Options
 
 app = typer.Typer(
@@ -35,6 +35,7 @@ def root(
 
 app.add_typer(cmd_users.app, name="users")
 app.add_typer(cmd_tiers.app, name="tiers")
+app.add_typer(cmd_keys.app, name="keys")
 app.command("health")(cmd_health.health)
 app.command("validate")(cmd_validate.validate)
 app.command("usage")(cmd_usage.usage)

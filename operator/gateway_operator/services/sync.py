@@ -224,6 +224,10 @@ async def collect_garbage(
         for action in GC_ACTIONS:
             ORPHAN_KEYS.labels(tier=tier_name, action=action).set(0)
         return []
+    watched = frozenset(svc.settings.namespaces)
+    if watched:
+        # Users of other namespaces are not in our index: their keys are not orphans for us to judge.
+        keys = [k for k in keys if adoption.alias_namespace(k.key_alias) in watched]
     now = datetime.now(UTC)
     grace = svc.settings.orphan_grace_seconds
     found = (adoption.gc_candidate(k, live_aliases, now, grace) for k in keys)
