@@ -124,8 +124,9 @@ async def test_ignore_leaves_a_foreign_key_untouched_and_reports_key_conflict(wo
     world.assert_no_leak(FOREIGN_VALUE)
 
 
-async def test_deleting_a_user_in_conflict_leaves_the_foreign_key(world: World) -> None:
-    row = dict(foreign(world))
+@pytest.mark.parametrize("owner", [None, "alice@company.com"])
+async def test_deleting_a_user_in_conflict_leaves_the_foreign_key(world: World, owner: str | None) -> None:
+    row = dict(foreign(world, user_id=owner))  # the old script made keys for the user's email
     await world.reconcile()
     from gateway_operator.services import users as svc_users
 

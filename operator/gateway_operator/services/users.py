@@ -509,6 +509,8 @@ async def delete_user(svc: Services, user: UserView, *, delete_litellm_user: boo
         holder = await svc.litellm.key_by_alias(alias)
         if holder is not None and not adoption.is_ours(holder):
             aliases.remove(alias)  # left alone (adoption policy Ignore): not ours to revoke
+            # LiteLLM deletes a user's keys with the user: keep the user that holds that key.
+            delete_litellm_user = delete_litellm_user and holder.user_id != naming.user_id(user.spec.email)
     await svc.litellm.key_delete(aliases=aliases)
     if delete_litellm_user:
         await svc.litellm.user_delete([naming.user_id(user.spec.email)])
