@@ -299,3 +299,27 @@ def test_alias_namespace() -> None:
     assert adoption.alias_namespace("llmgw.demo.alice:retired-0123") == "demo"
     assert adoption.alias_namespace("llmgw.demo.alice:retired") == "demo"
     assert adoption.alias_namespace("someone-elses") is None and adoption.alias_namespace(None) is None
+
+
+def test_cli_plan_lists_due_and_kept_keys_and_counts_foreign_ones() -> None:
+    from gateway_operator.cli.cmd_keys import plan
+
+    later = (NOW + timedelta(hours=2)).isoformat()
+    keys = [
+        key("llmgw.demo.bob"),
+        key("llmgw.demo.carol", age=10),
+        key("llmgw.demo.alice"),
+        key("llmgw.demo.old-script", metadata=None),
+        key("llmgw.demo.alice:retired-abc", metadata={**OURS, adoption.RETIRE_AFTER: later}),
+        key("other-prefix.x"),
+    ]
+    due, result = plan(keys, LIVE, NOW, GRACE, dry_run=True)
+    assert [c.alias for c in due] == ["llmgw.demo.bob"] and result.foreign == 1
+    actions = {r["alias"]: r["action"] for r in result.rows}
+    assert actions["llmgw.demo.bob"] == "would revoke"
+    assert actions["llmgw.demo.carol"] == "kept (younger than the grace)"
+    assert actions["llmgw.demo.alice:retired-abc"].startswith("kept until 2026-11-28T14:02:00")
+    assert "llmgw.demo.alice" not in actions and "llmgw.demo.old-script" not in actions
+    assert {r["age"] for r in result.rows} == {"1h", "10s"}
+    _, revoking = plan(keys, LIVE, NOW, GRACE, dry_run=False)
+    assert {r["alias"]: r["action"] for r in revoking.rows}["llmgw.demo.bob"] == "revoked"
