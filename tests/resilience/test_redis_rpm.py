@@ -316,7 +316,7 @@ def test_key_budget_is_shared_only_through_redis(pairs: Pairs, cost_per_request:
         # +1 only if one booking took longer than the pause (measured: exactly BUDGET_REQUESTS).
         assert BUDGET_REQUESTS <= outcome.accepted <= BUDGET_REQUESTS + 1, _show(outcome)
     else:
-        # Each instance sees only its own spend (the key's cached row is 60 s old at most): 2x the budget.
+        # Each instance counts only its own spend (in memory, kept 60 s): twice the budget gets through.
         assert all(c[200] >= BUDGET_REQUESTS for c in outcome.by_instance), _show(outcome)
 
 
@@ -326,9 +326,11 @@ def test_shared_instances_fail_closed_when_redis_is_gone(pairs: Pairs, rpm_key: 
     name, pid = pairs.redis_process
     stop(name, pid)
     with httpx.Client(timeout=30) as client:
-        codes = [chat(client, pairs.shared[i % 2], rpm_key).status_code for i in range(4)]
+        responses = [chat(client, pairs.shared[i % 2], rpm_key) for i in range(4)]
+    codes = [r.status_code for r in responses]
     print(f"\n[measure] Redis stopped, fail-closed instances answered {codes}")
     assert codes == [503] * 4, codes
+    assert all("Rate limit enforcement unavailable" in r.text for r in responses), responses[0].text[:300]
 
 
 def test_zz_no_key_or_redis_password_in_the_logs(pairs: Pairs) -> None:
