@@ -344,6 +344,40 @@ async def user_reconcile(
     await _reconcile_user(memo.services, namespace, name, gw_tiers, gw_users, retry)
 
 
+_ROTATE_REQUESTS: dict[tuple[str, str], str] = {}  # rotate-at values a reconcile was started for
+
+
+@kopf.on.event(GROUP, VERSION, USER_PLURAL)  # type: ignore[arg-type]
+async def user_rotate_request(
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    memo: kopf.Memo,
+    gw_tiers: kopf.Index[str, dict[str, Any]],
+    gw_users: kopf.Index[tuple[str, str], UserView | None],
+    **_: Any,
+) -> None:
+    """A new llmgateway.io/rotate-at value. kopf leaves annotations under its own storage prefix
+    (llmgateway.io) out of its diffs, so on.update never fires for it; raw events do. A pure check per
+    event; a reconcile only for a value that is due and not handled yet (a future time: the daemon)."""
+    if event.get("type") not in ("ADDED", "MODIFIED") or body.get("metadata", {}).get("deletionTimestamp"):
+        return
+    value = _rotate_at(body)
+    handled = (body.get("status") or {}).get("handledRotateAt")
+    if value is None or not rotation.rotate_at_due(value, (handled,), datetime.now(UTC)):
+        return
+    key = (namespace, name)
+    if _ROTATE_REQUESTS.get(key) == value:
+        return  # started already; its status write is on its way
+    _ROTATE_REQUESTS[key] = value
+    try:
+        await _reconcile_user(memo.services, namespace, name, gw_tiers, gw_users)
+    except (kopf.TemporaryError, kopf.PermanentError) as error:
+        _ROTATE_REQUESTS.pop(key, None)  # the next event (or the daemon) tries again
+        log.warning("rotation requested on %s/%s failed: %s", namespace, name, error)
+
+
 @kopf.on.delete(GROUP, VERSION, USER_PLURAL)  # type: ignore[arg-type]
 async def user_delete(
     body: kopf.Body,
