@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import secrets
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -55,7 +56,7 @@ REDIS_PASSWORD_SECRET = "llm-gateway-redis"  # any name: it only makes the chart
 class Instance:
     name: str
     url: str
-    pid: int
+    process: subprocess.Popen[bytes]
 
 
 def chart_config_with_redis(host: str, port: int) -> dict[str, Any]:
@@ -92,7 +93,7 @@ def spawn_litellm(ctx: StackContext, name: str, config: Path | None, extra_env: 
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--loop", "uvloop",
             "--no-server-header", "--timeout-graceful-shutdown", "5", "--log-level", "info"]
     process = ctx.spawn(name, argv, env=env, cwd=ctx.state_dir(name))
-    return Instance(name, f"http://127.0.0.1:{port}", process.pid)
+    return Instance(name, f"http://127.0.0.1:{port}", process)
 
 
 def wait_ready(ctx: StackContext, instance: Instance) -> None:
@@ -100,7 +101,7 @@ def wait_ready(ctx: StackContext, instance: Instance) -> None:
         response = httpx.get(f"{instance.url}/health/readiness", timeout=5)
         return response.status_code == 200 and response.json().get("db") == "connected"
 
-    ctx.wait_until(instance.name, ready, timeout=240, interval=0.5)
+    ctx.wait_until(instance.name, ready, timeout=240, process=instance.process, interval=0.5)
 
 
 def stop(name: str, pid: int) -> None:
@@ -138,7 +139,7 @@ def pairs(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
             spawn_litellm(ctx, f"litellm-shared-b-{RUN}", config_file, {"REDIS_PASSWORD": password}),
             spawn_litellm(ctx, f"litellm-solo-b-{RUN}", None, {}),
         ]
-        started += [(i.name, i.pid) for i in instances]
+        started += [(i.name, i.process.pid) for i in instances]
         for instance in instances:  # they start in parallel; wait for each
             wait_ready(ctx, instance)
         print(f"\n[measure] redis + 3 LiteLLM instances ready in {time.monotonic() - t0:.1f}s")
