@@ -243,6 +243,8 @@ def test_config_is_the_shared_file_plus_only_redis_coordination(value_set: str) 
         "redis_host": coordination["host"],
         "redis_port": 6379,
         "redis_password": "os.environ/REDIS_PASSWORD",
+        # Without it the Router would talk plaintext to a TLS-only ElastiCache.
+        "cache_kwargs": {"ssl": True},
     }
     assert {k: v for k, v in config.items() if k != "general_settings"} == {
         k: v for k, v in shared.items() if k != "general_settings"

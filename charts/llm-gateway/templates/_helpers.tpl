@@ -131,9 +131,13 @@ seccompProfile:
 {{- $router := get $config "router_settings" | default dict -}}
 {{- $_ := set $router "redis_host" $redis.host -}}
 {{- $_ := set $router "redis_port" (int $redis.port) -}}
+{{- /* The Router opens its own Redis connection: TLS and the ACL user reach it only via cache_kwargs. */ -}}
+{{- $routerCache := dict "ssl" $redis.ssl -}}
 {{- if $redis.username -}}
 {{- $_ := set $coordination "username" $redis.username -}}
+{{- $_ := set $routerCache "username" $redis.username -}}
 {{- end -}}
+{{- $_ := set $router "cache_kwargs" $routerCache -}}
 {{- if $redis.passwordSecret.name -}}
 {{- $_ := set $coordination "password" "os.environ/REDIS_PASSWORD" -}}
 {{- $_ := set $router "redis_password" "os.environ/REDIS_PASSWORD" -}}
