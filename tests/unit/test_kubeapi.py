@@ -1,4 +1,4 @@
-"""The operator's lean Kubernetes client (clients/kubeapi.py) against a fake API server (an
+"""The operator's lean Kubernetes client (clients/kubernetes.py) against a fake API server (an
 httpx.MockTransport that records requests and answers like kube-apiserver): request shapes, the
 mapping of HTTP errors to domain errors, credentials from kopf's login and their refresh."""
 
@@ -14,8 +14,8 @@ import httpx
 import kopf
 import pytest
 
-from gateway_operator.clients import kubeapi
-from gateway_operator.clients.kubeapi import K8sConflict, K8sError, KubernetesClient, SecretView
+from gateway_operator.clients import kubernetes as k8s
+from gateway_operator.clients.kubernetes import K8sConflict, K8sError, KubernetesClient, SecretView
 
 SERVER = "http://k8s.test"
 VALUE = "sk-test-value-never-in-messages-0123"
@@ -75,7 +75,7 @@ class FakeApiServer:
         return json.loads(self.requests[index].content)
 
 
-def client(api: FakeApiServer, token: str = "tok-1", login: kubeapi.Login | None = None) -> KubernetesClient:
+def client(api: FakeApiServer, token: str = "tok-1", login: k8s.Login | None = None) -> KubernetesClient:
     info = kopf.ConnectionInfo(server=SERVER, token=token)
     return KubernetesClient(info, login=login, transport=httpx.MockTransport(api))
 
@@ -162,7 +162,7 @@ async def test_create_rejected_secret_is_a_k8s_error_with_status_and_no_value() 
 
 
 async def test_replace_secret_is_guarded_by_resource_version_and_merges_metadata() -> None:
-    current = kubeapi._secret_view(secret_body())
+    current = k8s._secret_view(secret_body())
     api = FakeApiServer(
         lambda request: httpx.Response(200, json=json.loads(request.content)),
         status(409, "Conflict", "the object has been modified"),
@@ -184,7 +184,7 @@ async def test_replace_secret_is_guarded_by_resource_version_and_merges_metadata
 
 
 async def test_replace_of_a_vanished_secret_is_an_error() -> None:
-    current = kubeapi._secret_view(secret_body())
+    current = k8s._secret_view(secret_body())
     api = FakeApiServer(status(404, "NotFound"))
     with pytest.raises(K8sError) as caught:
         await client(api).replace_secret(current, data={}, labels={}, annotations={}, owner_references=[])
@@ -261,8 +261,8 @@ async def test_deployments_list_and_rollout_patch() -> None:
     views = await kube.list_deployments("team-a")
     assert api.requests[0].url.path == "/apis/apps/v1/namespaces/team-a/deployments"
     assert views == [
-        kubeapi.DeploymentView("app", "team-a", {"opt": "in"}, {"restartedAt": "t0"}),
-        kubeapi.DeploymentView("bare", "team-a", {}, {}),
+        k8s.DeploymentView("app", "team-a", {"opt": "in"}, {"restartedAt": "t0"}),
+        k8s.DeploymentView("bare", "team-a", {}, {}),
     ]
     assert await kube.patch_pod_template_annotations("team-a", "app", {"restartedAt": "t1"}) is True
     patch = api.requests[1]
@@ -322,10 +322,10 @@ async def test_credentials_are_reread_periodically_and_a_failed_reread_keeps_the
     api = FakeApiServer(*(httpx.Response(200, json=secret_body()) for _ in range(4)))
     kube = client(api, login=login)
     await kube.get_secret("team-a", "a")
-    kube._logged_in -= kubeapi.RELOGIN_SECONDS + 1
+    kube._logged_in -= k8s.RELOGIN_SECONDS + 1
     await kube.get_secret("team-a", "a")
     await kube.get_secret("team-a", "a")  # fresh: no re-read
-    kube._logged_in -= kubeapi.RELOGIN_SECONDS + 1
+    kube._logged_in -= k8s.RELOGIN_SECONDS + 1
     await kube.get_secret("team-a", "a")  # the re-read fails: the token in hand is kept
     assert [r.headers["authorization"] for r in api.requests] == [
         "Bearer tok-1",

@@ -1,27 +1,40 @@
 """Kubernetes access the services need: user Secrets, status patches of our custom objects, and the
 rollout of Deployments that opted in to key rotation.
 
-kubernetes_asyncio underneath; 404 becomes ``None`` (or ``False``), 409 becomes ``K8sConflict``, and
-Secret data is decoded to ``str`` here so nothing above deals with base64. Secret values never reach
-a log line or an exception message.
+Plain JSON over httpx (no generated client: kubernetes_asyncio's ~700 model classes cost the operator
+~75 MiB of RSS and seconds of start-up for the handful of calls made here). Credentials come from
+kopf's own login functions (service account first, then kubeconfig), so the operator and kopf talk
+to the same server as the same identity.
+
+404 becomes ``None`` (or ``False``), 409 becomes ``K8sConflict``, any other failure ``K8sError``
+(transport errors included, with ``status=None``), and Secret data is decoded to ``str`` here so
+nothing above deals with base64. Secret values never reach a log line or an exception message.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
+from urllib.parse import quote
 
-from kubernetes_asyncio import client, config
-from kubernetes_asyncio.client.exceptions import ApiException
+import httpx
+import kopf
 
 from gateway_operator.models import GROUP, VERSION
 
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
+# The kubelet rotates a projected service-account token well before it expires (client-go re-reads
+# the file every minute, too); re-reading a kubeconfig this often is just as cheap.
+RELOGIN_SECONDS = 60.0
+TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+Login = Callable[[], "kopf.ConnectionInfo | None"]
 
 
 class K8sConflict(Exception):
@@ -70,58 +83,158 @@ def _encode(data: Mapping[str, str]) -> dict[str, str]:
     return {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}
 
 
-def _wrap(what: str, error: ApiException) -> Exception:
-    if error.status == 409:
-        return K8sConflict(f"{what}: conflict")
-    return K8sError(what, error.status, str(error.reason))
+def _secret_view(raw: Mapping[str, Any]) -> SecretView:
+    meta = raw.get("metadata") or {}
+    return SecretView(
+        name=meta["name"],
+        namespace=meta.get("namespace", ""),
+        uid=meta.get("uid", ""),
+        resource_version=meta.get("resourceVersion", ""),
+        labels=dict(meta.get("labels") or {}),
+        annotations=dict(meta.get("annotations") or {}),
+        owner_references=tuple(meta.get("ownerReferences") or ()),
+        data=_decode(raw.get("data")),
+        deleting=bool(meta.get("deletionTimestamp")),
+        created=str(meta.get("creationTimestamp") or ""),
+    )
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _secret_path(namespace: str, name: str | None = None) -> str:
+    path = f"/api/v1/namespaces/{_seg(namespace)}/secrets"
+    return f"{path}/{_seg(name)}" if name is not None else path
+
+
+def _deployment_path(namespace: str, name: str | None = None) -> str:
+    path = f"/apis/apps/v1/namespaces/{_seg(namespace)}/deployments"
+    return f"{path}/{_seg(name)}" if name is not None else path
+
+
+def _object_path(plural: str, name: str, namespace: str | None) -> str:
+    scope = f"/namespaces/{_seg(namespace)}" if namespace is not None else ""
+    return f"/apis/{GROUP}/{VERSION}{scope}/{_seg(plural)}/{_seg(name)}"
+
+
+def default_login(settings: kopf.OperatorSettings | None = None) -> Login:
+    """kopf's own fallbacks, in kopf's order of priority: the pod's service account, then kubeconfig."""
+    settings = settings or kopf.OperatorSettings()
+
+    def login() -> kopf.ConnectionInfo | None:
+        return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
+            settings=settings
+        )
+
+    return login
 
 
 class KubernetesClient:
-    def __init__(self, api_client: client.ApiClient) -> None:
-        self._api = api_client
-        self._core = client.CoreV1Api(api_client)
-        self._custom = client.CustomObjectsApi(api_client)
-        self._apps = client.AppsV1Api(api_client)
+    def __init__(
+        self,
+        info: kopf.ConnectionInfo,
+        *,
+        login: Login | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._login = login
+        self._headers = info.as_http_headers()
+        self._logged_in = time.monotonic()
+        self._http = httpx.AsyncClient(
+            base_url=info.server.rstrip("/"),
+            verify=info.as_ssl_context() if info.server.startswith("https:") else False,
+            proxy=info.proxy_url or None,
+            trust_env=info.trust_env,
+            timeout=TIMEOUT,
+            transport=transport,
+            headers={"Accept": "application/json"},
+            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+        )
 
     @classmethod
-    async def connect(cls) -> KubernetesClient:
-        """In-cluster service account if present, else KUBECONFIG / ~/.kube/config."""
-        configuration = client.Configuration()
-        try:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            await config.load_kube_config(client_configuration=configuration)
-        return cls(client.ApiClient(configuration))
+    async def connect(cls, settings: kopf.OperatorSettings | None = None) -> KubernetesClient:
+        """In-cluster service account if present, else KUBECONFIG / ~/.kube/config (kopf's logins)."""
+        login = default_login(settings)
+        info = login()
+        if info is None:
+            raise K8sError("login", None, "no service account token and no kubeconfig found")
+        log.debug("Kubernetes API at %s", info.server)
+        return cls(info, login=login)
 
     async def aclose(self) -> None:
-        await self._api.close()
+        await self._http.aclose()
+
+    # --- transport ------------------------------------------------------------------------------------
+
+    def _relogin(self) -> None:
+        """Re-read the credentials (a rotated service-account token, a refreshed kubeconfig token).
+        Only the Authorization header follows; server and TLS material stay as at start-up."""
+        self._logged_in = time.monotonic()
+        if self._login is None:
+            return
+        try:
+            info = self._login()
+        except Exception as error:  # a half-written kubeconfig: keep the old token, try again later
+            log.warning(
+                "Kubernetes re-login failed (%s); keeping the current credentials", type(error).__name__
+            )
+            return
+        if info is not None:
+            self._headers = info.as_http_headers()
+
+    async def _send(
+        self, what: str, method: str, path: str, content_type: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        if time.monotonic() - self._logged_in > RELOGIN_SECONDS:
+            self._relogin()
+        for attempt in (1, 2):
+            headers = {**self._headers, "Content-Type": content_type} if content_type else self._headers
+            try:
+                response = await self._http.request(method, path, headers=headers, **kwargs)
+            except httpx.TransportError as error:
+                raise K8sError(what, None, type(error).__name__) from None
+            if response.status_code == 401 and attempt == 1 and self._login is not None:
+                self._relogin()  # the token expired under us: once more with a fresh one
+                continue
+            return response
+        raise AssertionError("unreachable")
+
+    async def _call(
+        self, what: str, method: str, path: str, content_type: str | None = None, **kwargs: Any
+    ) -> httpx.Response | None:
+        """The response if 2xx, ``None`` on 404; 409 -> K8sConflict, anything else -> K8sError."""
+        response = await self._send(what, method, path, content_type, **kwargs)
+        if response.is_success:
+            return response
+        if response.status_code == 404:
+            return None
+        if response.status_code == 409:
+            raise K8sConflict(f"{what}: conflict")
+        raise K8sError(what, response.status_code, response.reason_phrase)
+
+    async def _json(self, what: str, method: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
+        response = await self._call(what, method, path, **kwargs)
+        if response is None:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            raise K8sError(what, response.status_code, "response is not JSON") from None
+        if not isinstance(body, dict):
+            raise K8sError(what, response.status_code, "response is not a JSON object")
+        return body
+
+    async def _merge_patch(self, what: str, path: str, body: Mapping[str, Any]) -> bool:
+        # A merge patch: the JSON-patch default of the generated clients does not fit a dict body.
+        response = await self._call(what, "PATCH", path, MERGE_PATCH, json=dict(body))
+        return response is not None
 
     # --- Secrets --------------------------------------------------------------------------------------
 
-    def _secret_view(self, obj: Any) -> SecretView:
-        raw = self._api.sanitize_for_serialization(obj)
-        meta = raw.get("metadata", {})
-        return SecretView(
-            name=meta["name"],
-            namespace=meta.get("namespace", ""),
-            uid=meta.get("uid", ""),
-            resource_version=meta.get("resourceVersion", ""),
-            labels=dict(meta.get("labels") or {}),
-            annotations=dict(meta.get("annotations") or {}),
-            owner_references=tuple(meta.get("ownerReferences") or ()),
-            data=_decode(raw.get("data")),
-            deleting=bool(meta.get("deletionTimestamp")),
-            created=str(meta.get("creationTimestamp") or ""),
-        )
-
     async def get_secret(self, namespace: str, name: str) -> SecretView | None:
-        try:
-            obj = await self._core.read_namespaced_secret(name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise _wrap(f"read Secret {namespace}/{name}", error) from None
-        return self._secret_view(obj)
+        raw = await self._json(f"read Secret {namespace}/{name}", "GET", _secret_path(namespace, name))
+        return None if raw is None else _secret_view(raw)
 
     async def create_secret(
         self,
@@ -133,6 +246,7 @@ class KubernetesClient:
         annotations: Mapping[str, str],
         owner_references: list[dict[str, Any]],
     ) -> SecretView:
+        what = f"create Secret {namespace}/{name}"
         body = {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -146,11 +260,10 @@ class KubernetesClient:
             },
             "data": _encode(data),
         }
-        try:
-            obj = await self._core.create_namespaced_secret(namespace, cast(Any, body))
-        except ApiException as error:
-            raise _wrap(f"create Secret {namespace}/{name}", error) from None
-        return self._secret_view(obj)
+        raw = await self._json(what, "POST", _secret_path(namespace), json=body)
+        if raw is None:  # the namespace is gone
+            raise K8sError(what, 404, "Not Found")
+        return _secret_view(raw)
 
     async def replace_secret(
         self,
@@ -162,6 +275,7 @@ class KubernetesClient:
         owner_references: list[dict[str, Any]],
     ) -> SecretView:
         """Full replace guarded by resourceVersion (409 if someone changed it meanwhile)."""
+        what = f"replace Secret {current.namespace}/{current.name}"
         body = {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -176,35 +290,31 @@ class KubernetesClient:
             },
             "data": _encode(data),
         }
-        try:
-            obj = await self._core.replace_namespaced_secret(current.name, current.namespace, cast(Any, body))
-        except ApiException as error:
-            raise _wrap(f"replace Secret {current.namespace}/{current.name}", error) from None
-        return self._secret_view(obj)
+        raw = await self._json(what, "PUT", _secret_path(current.namespace, current.name), json=body)
+        if raw is None:  # deleted meanwhile
+            raise K8sError(what, 404, "Not Found")
+        return _secret_view(raw)
 
     async def delete_secret(self, namespace: str, name: str, uid: str | None = None) -> bool:
-        body: dict[str, Any] = {}
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
         if uid:
             body["preconditions"] = {"uid": uid}
-        try:
-            await self._core.delete_namespaced_secret(name, namespace, body=cast(Any, body))
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            raise _wrap(f"delete Secret {namespace}/{name}", error) from None
-        return True
+        response = await self._call(
+            f"delete Secret {namespace}/{name}", "DELETE", _secret_path(namespace, name), json=body
+        )
+        return response is not None
 
     # --- Deployments --------------------------------------------------------------------------------
 
     async def list_deployments(self, namespace: str) -> list[DeploymentView]:
-        try:
-            result = await self._apps.list_namespaced_deployment(namespace)
-        except ApiException as error:
-            raise _wrap(f"list Deployments in {namespace}", error) from None
+        what = f"list Deployments in {namespace}"
+        raw = await self._json(what, "GET", _deployment_path(namespace))
+        if raw is None:
+            raise K8sError(what, 404, "Not Found")
         views = []
-        for item in self._api.sanitize_for_serialization(result).get("items", []):
-            meta = item.get("metadata", {})
-            template = item.get("spec", {}).get("template", {}).get("metadata", {})
+        for item in raw.get("items") or []:
+            meta = item.get("metadata") or {}
+            template = ((item.get("spec") or {}).get("template") or {}).get("metadata") or {}
             views.append(
                 DeploymentView(
                     name=meta.get("name", ""),
@@ -221,47 +331,21 @@ class KubernetesClient:
         """What `kubectl rollout restart` does: a changed pod-template annotation rolls the pods.
         False if the Deployment is gone."""
         body = {"spec": {"template": {"metadata": {"annotations": dict(annotations)}}}}
-        options: dict[str, Any] = {"_content_type": MERGE_PATCH}
-        try:
-            await self._apps.patch_namespaced_deployment(name, namespace, body, **options)
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            raise _wrap(f"patch Deployment {namespace}/{name}", error) from None
-        return True
+        return await self._merge_patch(
+            f"patch Deployment {namespace}/{name}", _deployment_path(namespace, name), body
+        )
 
     # --- custom objects -------------------------------------------------------------------------------
 
     async def get_object(self, plural: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
-        try:
-            if namespace is None:
-                obj = await self._custom.get_cluster_custom_object(GROUP, VERSION, plural, name)
-            else:
-                obj = await self._custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise _wrap(f"read {plural} {name}", error) from None
-        return dict(obj)
+        return await self._json(f"read {plural} {name}", "GET", _object_path(plural, name, namespace))
 
     async def patch_status(
         self, plural: str, name: str, namespace: str | None, status: Mapping[str, Any]
     ) -> bool:
         """Merge-patch ``status``; False if the object is gone."""
-        body = {"status": dict(status)}
-        # The generated client would pick json-patch for a dict body; CRDs need a merge patch.
-        options: dict[str, Any] = {"_content_type": MERGE_PATCH}
-        try:
-            if namespace is None:
-                await self._custom.patch_cluster_custom_object_status(
-                    GROUP, VERSION, plural, name, body, **options
-                )
-            else:
-                await self._custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, plural, name, body, **options
-                )
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            raise _wrap(f"patch status of {plural} {name}", error) from None
-        return True
+        return await self._merge_patch(
+            f"patch status of {plural} {name}",
+            _object_path(plural, name, namespace) + "/status",
+            {"status": dict(status)},
+        )
