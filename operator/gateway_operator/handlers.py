@@ -408,6 +408,7 @@ async def user_delete(
     async with svc.locked(user_service.lock_key(ref.namespace or "", ref.name)), _kopf_errors(retry):
         await user_service.delete_user(svc, user, delete_litellm_user=bool(spec.email) and not others)
     svc.forget_lock(user_service.lock_key(ref.namespace or "", ref.name))
+    _ROTATE_REQUESTS.pop((ref.namespace or "", ref.name), None)
     metrics.track_user((ref.namespace or "", ref.name), None, "", "")
     _schedule_tier_count(svc, spec.tier, gw_tiers, gw_users)
     if others:

@@ -531,3 +531,13 @@ async def test_abandoned_when_the_alias_changed_behind_our_back(rw: RotWorld) ->
     await rw.reconcile()
     rw.assert_rotated_state(old)
     assert rw.status()["handledRotateAt"] == "r1"
+
+
+async def test_dropping_the_schedule_clears_next_rotation_time(rw: RotWorld) -> None:
+    await _provisioned(rw, every="30d")
+    assert rw.status()["nextRotationTime"] == "2026-12-10T12:00:00Z"
+    rw.spec = {k: v for k, v in rw.spec.items() if k != "keyRotation"}
+    rw.generation = 2
+    await rw.reconcile()
+    # A merge patch leaves a field it does not mention: the status write sends null for it.
+    assert rw.status()["nextRotationTime"] is None
