@@ -29,6 +29,7 @@ TEMPLATE_ANNOTATION = "llmgateway.io/rotated-key-id"  # set on an opted-in pod t
 # replace, so "absent" is written as an empty value.
 SECRET_PENDING = "llmgateway.io/rotation-pending"  # "<trigger>|<old key's expiry>" while pending-api-key
 SECRET_ROTATED_AT = "llmgateway.io/rotated-at"
+SECRET_ROTATED_FROM = "llmgateway.io/rotated-from"  # id of the key the last rotation replaced
 SECRET_HANDLED_ROTATE_AT = "llmgateway.io/rotate-at-handled"
 SECRET_RETIRED_KEYS = "llmgateway.io/retired-keys"  # "<keyId>=<expiry>,..." (keys still in grace)
 SECRET_PREVIOUS_EXPIRES = "llmgateway.io/previous-api-key-expires-at"
@@ -139,6 +140,7 @@ class Pending:
 @dataclass(frozen=True)
 class Record:
     rotated_at: datetime | None = None
+    rotated_from: str | None = None
     handled_rotate_at: str | None = None
     retired: tuple[Retired, ...] = ()
     previous_expires_at: datetime | None = None
@@ -165,6 +167,7 @@ def _parse_pending(text: str) -> Pending | None:
 def read_record(annotations: Mapping[str, str]) -> Record:
     return Record(
         rotated_at=parse_time(annotations.get(SECRET_ROTATED_AT)),
+        rotated_from=annotations.get(SECRET_ROTATED_FROM) or None,
         handled_rotate_at=annotations.get(SECRET_HANDLED_ROTATE_AT) or None,
         retired=_parse_retired(annotations.get(SECRET_RETIRED_KEYS, "")),
         previous_expires_at=parse_time(annotations.get(SECRET_PREVIOUS_EXPIRES)),
@@ -177,6 +180,7 @@ def record_annotations(record: Record) -> dict[str, str]:
     pending = record.pending
     return {
         SECRET_ROTATED_AT: iso(record.rotated_at) if record.rotated_at else "",
+        SECRET_ROTATED_FROM: record.rotated_from or "",
         SECRET_HANDLED_ROTATE_AT: record.handled_rotate_at or "",
         SECRET_RETIRED_KEYS: ",".join(f"{r.key_id}={iso(r.expires_at)}" for r in record.retired),
         SECRET_PREVIOUS_EXPIRES: iso(record.previous_expires_at) if record.previous_expires_at else "",
@@ -199,6 +203,7 @@ def swapped(record: Record, old_key_id: str, new_key_id: str, now: datetime) -> 
     retired = tuple(r for r in record.retired if r.key_id != old_key_id)
     return Record(
         rotated_at=now,
+        rotated_from=old_key_id,
         handled_rotate_at=handled,
         retired=(*retired, Retired(old_key_id, pending.expires_at)),
         previous_expires_at=pending.expires_at,

@@ -131,6 +131,7 @@ def test_the_step_of_a_started_rotation_follows_from_the_live_alias() -> None:
 def test_the_secret_record_round_trips_and_absent_means_empty() -> None:
     record = rot.Record(
         rotated_at=T0,
+        rotated_from="zzz",
         handled_rotate_at="x|y",
         retired=(rot.Retired("aaa", T0 + timedelta(hours=1)), rot.Retired("bbb", T0 + timedelta(hours=2))),
         previous_expires_at=T0 + timedelta(hours=2),
@@ -149,6 +150,7 @@ def test_swap_records_the_retired_key_the_handled_request_and_a_rollout() -> Non
     assert started.pending == rot.Pending("annotation:new", T0 + timedelta(hours=2))
     done = rot.swapped(started, "oldkey", "newkey", T0 + timedelta(seconds=1))
     assert done.pending is None and done.handled_rotate_at == "new" and done.rollout_key_id == "newkey"
+    assert done.rotated_from == "oldkey"
     assert done.retired == (rot.Retired("oldkey", T0 + timedelta(hours=2)),)
     scheduled = rot.swapped(rot.begin(done, "schedule", T0, "0s"), "newkey", "third", T0)
     assert scheduled.handled_rotate_at == "new" and [r.key_id for r in scheduled.retired] == [

@@ -231,8 +231,8 @@ async def ensure_key(
 
     current = await svc.litellm.key_by_alias(desired.key_alias)
     if current is not None and current.token == token:
-        previous = secret.data.get(naming.SECRET_PREVIOUS_API_KEY)
-        graceful = previous is not None and naming.key_id(naming.hash_key(previous)) == user.status.key_id
+        rotated_from = rot.read_record(secret.annotations).rotated_from
+        graceful = rotated_from is not None and rotated_from == user.status.key_id
         if user.status.key_id != naming.key_id(token) and not graceful:
             # Status lags the key: we died right after creating or rotating it. A rotation may have
             # left its retired key behind (renamed and blocked, spend already carried over). (Not after a
