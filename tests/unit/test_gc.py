@@ -323,3 +323,14 @@ def test_cli_plan_lists_due_and_kept_keys_and_counts_foreign_ones() -> None:
     assert {r["age"] for r in result.rows} == {"1h", "10s"}
     _, revoking = plan(keys, LIVE, NOW, GRACE, dry_run=False)
     assert {r["alias"]: r["action"] for r in revoking.rows}["llmgw.demo.bob"] == "revoked"
+
+
+async def test_a_team_too_big_for_one_answer_is_paged() -> None:
+    world = World()
+    await populate(world, 3)
+    world.litellm.teams["llmgw-tier-coding"] = {"team_id": "llmgw-tier-coding"}
+    world.reset_counts()
+    keys, calls = await sync.list_team_keys(
+        world.svc, "llmgw-tier-coding", expected=sync.TEAM_INFO_MAX_KEYS + 1
+    )
+    assert (len(keys), calls, world.litellm.reads) == (3, 1, ["/key/list"])
