@@ -543,3 +543,24 @@ async def test_dropping_the_schedule_clears_next_rotation_time(rw: RotWorld) -> 
     await rw.reconcile()
     # A merge patch leaves a field it does not mention: the status write sends null for it.
     assert rw.status()["nextRotationTime"] is None
+
+
+async def test_the_orphan_gc_keeps_a_retired_key_until_its_grace_period_ends(rw: RotWorld) -> None:
+    """The contract with services/sync.py's garbage collection (adoption.gc_candidate): the metadata a
+    rotation puts on the retired key keeps it out of the GC until llmgw_retire_after (plus the GC's own
+    grace), even though no GatewayUser has its alias."""
+    from gateway_operator import adoption
+    from gateway_operator.models import KeyRecord
+
+    await _provisioned(rw, gracePeriod="1h")
+    rw.rotate_at = "r1"
+    await rw.reconcile()
+    [retired] = rw.retired()
+    record = KeyRecord.model_validate(retired)
+    live_aliases = {ALIAS}
+    expiry = rot.retired_key_expiry(record.key_alias, record.metadata)
+    assert expiry == T0 + timedelta(hours=1)
+    within = adoption.gc_candidate(record, live_aliases, expiry - timedelta(seconds=1), 60)
+    assert within is None or not within.due, "a retired key in its grace period is never revoked by the GC"
+    late = adoption.gc_candidate(record, live_aliases, expiry + timedelta(seconds=61), 60)
+    assert late is not None and late.due, "one the rotation failed to revoke is collected after it"
