@@ -567,7 +567,7 @@ def test_drift_in_litellm_is_repaired_and_spend_flows_back(h: Harness, coding: s
     )
     assert len(h.admin.keys(f"llmgw.{NS}.liam")) == 1
 
-    # Converged: a resync costs one /key/list page per tier and writes nothing.
+    # Converged: a resync costs one /team/info call per tier and writes nothing.
     wait_ready("liam")
     time.sleep(1)
     h.proxy.reset()
@@ -575,8 +575,8 @@ def test_drift_in_litellm_is_repaired_and_spend_flows_back(h: Harness, coding: s
     tiers = len(kubectl("get", "gatewaytiers", "-o", "name").split())
     print(f"\n[measure] no-op resync, {tiers} tiers, 2 intervals: {h.proxy.calls}")
     assert h.proxy.writes() == {}, h.proxy.calls
-    assert set(h.proxy.calls) <= {"GET /key/list?team_id"}, h.proxy.calls
-    assert h.proxy.count("GET /key/list?team_id") <= tiers * 3
+    assert set(h.proxy.calls) <= {"GET /team/info?team_id"}, h.proxy.calls
+    assert h.proxy.count("GET /team/info?team_id") <= tiers * 3
 
 
 def test_two_hundred_users_at_once_with_bounded_admin_concurrency(h: Harness) -> None:
