@@ -564,3 +564,22 @@ async def test_the_orphan_gc_keeps_a_retired_key_until_its_grace_period_ends(rw:
     assert within is None or not within.due, "a retired key in its grace period is never revoked by the GC"
     late = adoption.gc_candidate(record, live_aliases, expiry + timedelta(seconds=61), 60)
     assert late is not None and late.due, "one the rotation failed to revoke is collected after it"
+
+
+async def test_a_secret_name_change_during_grace_carries_the_previous_key_and_the_record(
+    rw: RotWorld, clock: Clock
+) -> None:
+    old = await _provisioned(rw, gracePeriod="1h")
+    rw.rotate_at = "r1"
+    await rw.reconcile()
+    rw.spec = {**rw.spec, "secretName": "erin-openai"}
+    rw.generation = 2
+    await rw.reconcile()
+    assert (NS, SECRET) not in rw.kube.secrets
+    moved = rw.kube.secrets[(NS, "erin-openai")]
+    assert moved.data["previous-api-key"] == old
+    assert [r.key_id for r in rot.read_record(moved.annotations).retired] == [naming.hash_key(old)[:12]]
+    assert rw.status()["retiredKeys"] and rw.status()["handledRotateAt"] == "r1"
+    clock.now = T0 + timedelta(hours=1, minutes=1)
+    await rw.reconcile()
+    assert rw.retired() == [] and "previous-api-key" not in rw.kube.secrets[(NS, "erin-openai")].data

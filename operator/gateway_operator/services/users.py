@@ -105,14 +105,23 @@ def _secret_current(svc: Services, secret: SecretView, user: UserView) -> bool:
 
 
 async def write_secret(
-    svc: Services, user: UserView, name: str, value: str, existing: SecretView | None
+    svc: Services,
+    user: UserView,
+    name: str,
+    value: str,
+    existing: SecretView | None,
+    carry: SecretView | None = None,
 ) -> SecretView:
+    """Create or replace the user's Secret with ``value``, keeping the rotation's fields and record (from
+    ``existing``, or from ``carry``: the Secret of a previous name)."""
     assert user.ref.namespace is not None
-    kept = {k: v for k, v in (existing.data if existing else {}).items() if k in ROTATION_FIELDS}
+    source = existing or carry
+    kept = {k: v for k, v in (source.data if source else {}).items() if k in ROTATION_FIELDS}
+    record = rot.record_annotations(rot.read_record(carry.annotations)) if carry is not None else {}
     kwargs: dict[str, Any] = {
         "data": {**secret_data(svc, value), **kept},
         "labels": _labels(),
-        "annotations": _annotations(user),
+        "annotations": {**record, **_annotations(user)},
         "owner_references": owner_references(user),
     }
     if existing is None:
@@ -476,7 +485,8 @@ async def _converge(
 
 
 async def _move_secret(svc: Services, user: UserView, secret_name: str) -> SecretView | None:
-    """spec.secretName changed: carry the key value over to the new name (same key, no rotation)."""
+    """spec.secretName changed: carry the key value over to the new name (same key, no rotation), with
+    a rotation's previous key and record."""
     old_name = user.status.secret_name
     if not old_name or old_name == secret_name:
         return None
@@ -484,7 +494,7 @@ async def _move_secret(svc: Services, user: UserView, secret_name: str) -> Secre
     old = await svc.kube.get_secret(user.ref.namespace, old_name)
     if old is None or not is_ours(old, user) or not looks_minted(old.data.get(naming.SECRET_API_KEY)):
         return None
-    return await write_secret(svc, user, secret_name, old.data[naming.SECRET_API_KEY], None)
+    return await write_secret(svc, user, secret_name, old.data[naming.SECRET_API_KEY], None, carry=old)
 
 
 async def _drop_old_secret(svc: Services, user: UserView, secret_name: str) -> None:
