@@ -7,7 +7,8 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import kopf
@@ -260,6 +261,7 @@ async def _reconcile_user(
         async with _kopf_errors(retry, report):
             with metrics.timed(USER_KIND):
                 status = await user_service.reconcile_user(svc, user, tier, email_owner=owner)
+    _hint_rotation(spec.tier, rotation.next_action_at(user.model_copy(update={"status": status}), _now()))
     _schedule_tier_count(svc, spec.tier, gw_tiers, gw_users)
     waiting = cond.get_condition(status.conditions, cond.READY)
     if waiting is not None and waiting.reason in (cond.TIER_NOT_FOUND, cond.TIER_NOT_READY):
@@ -602,8 +604,45 @@ async def tier_resync(
         )
 
 
-ROTATION_POLL_SECONDS = 30.0  # how soon a due time written to a status after the last wake-up is seen
+ROTATION_POLL_SECONDS = 30.0  # at the latest, the tier's daemon looks at its users' due times again
 ROTATION_RETRY_SECONDS = 30.0  # a due user whose reconcile did not clear it is retried this much later
+
+
+@dataclass
+class _RotationPlan:
+    """When a tier's rotation daemon plans to wake, and an earlier time a reconcile reported since (the
+    index may still hold the old status when the daemon looks, so the time itself is handed over)."""
+
+    wake_at: datetime | None = None
+    hint: datetime | None = None
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+_ROTATION_PLANS: dict[str, _RotationPlan] = {}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _hint_rotation(tier: str, when: datetime | None) -> None:
+    """Wake the tier's daemon early only for a due time before its planned wake-up (a grace period that
+    ends soon); nothing for the common case of a rotation weeks away."""
+    plan = _ROTATION_PLANS.get(tier)
+    if when is None or plan is None or plan.wake_at is None or when >= plan.wake_at:
+        return
+    if plan.hint is None or when < plan.hint:
+        plan.hint = when
+        plan.event.set()
+
+
+async def _sleep_until(stopped: kopf.DaemonStopped, event: asyncio.Event, delay: float) -> None:
+    waiters = [asyncio.ensure_future(stopped.wait()), asyncio.ensure_future(event.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 @kopf.daemon(GROUP, VERSION, TIER_PLURAL, cancellation_timeout=10)  # type: ignore[arg-type]
@@ -619,23 +658,38 @@ async def tier_rotations(
     Due times come from the indexed specs, statuses and annotations (no API call); only a due user is
     reconciled, and the reconcile does the work (services/rotation.py)."""
     svc: Services = memo.services
-    attempted: dict[tuple[str, str], float] = {}
-    loop = asyncio.get_running_loop()
-    while not stopped:
-        now = datetime.now(UTC)
-        due, wake = rotation.due_users(_tier_users(name, gw_users), now)
-        for user in due:
-            key = (user.ref.namespace or "", user.ref.name)
-            if loop.time() - attempted.get(key, -ROTATION_RETRY_SECONDS) < ROTATION_RETRY_SECONDS:
-                continue  # its status may lag in the index; the reconcile just ran
-            attempted[key] = loop.time()
-            await _quiet(_reconcile_user(svc, key[0], key[1], gw_tiers, gw_users))
-        delay = ROTATION_POLL_SECONDS
-        if wake is not None:
-            delay = min(delay, max(0.2, (wake - datetime.now(UTC)).total_seconds()))
-        elif due:
-            delay = min(delay, ROTATION_RETRY_SECONDS)
-        await stopped.wait(delay)
+    # (namespace, name) -> (the due time a reconcile was run for, when): the index may still show that
+    # due time for a moment after the reconcile dealt with it; the same one is retried only later.
+    attempted: dict[tuple[str, str], tuple[datetime | None, datetime]] = {}
+    plan = _ROTATION_PLANS[name] = _RotationPlan()
+    try:
+        while not stopped:
+            now = _now()
+            plan.event.clear()
+            due, wake = rotation.due_users(_tier_users(name, gw_users), now)
+            for user in due:
+                key = (user.ref.namespace or "", user.ref.name)
+                when = rotation.next_action_at(user, now)
+                previous = attempted.get(key)
+                if previous is not None and previous[0] == when:
+                    retry = previous[1] + timedelta(seconds=ROTATION_RETRY_SECONDS)
+                    if retry > now:
+                        wake = retry if wake is None else min(wake, retry)
+                        continue
+                attempted[key] = (when, now)
+                await _quiet(_reconcile_user(svc, key[0], key[1], gw_tiers, gw_users))
+            horizon = now - timedelta(seconds=ROTATION_RETRY_SECONDS)
+            attempted = {k: v for k, v in attempted.items() if v[1] > horizon}
+            if plan.hint is not None and plan.hint <= now:
+                plan.hint = None  # its time came: the index has the status that reported it by now
+            wake = min((t for t in (wake, plan.hint) if t is not None), default=None)
+            plan.wake_at = _now() + timedelta(seconds=ROTATION_POLL_SECONDS)
+            if wake is not None:
+                plan.wake_at = min(plan.wake_at, max(wake, _now() + timedelta(seconds=0.2)))
+            await _sleep_until(stopped, plan.event, (plan.wake_at - _now()).total_seconds())
+    finally:
+        if _ROTATION_PLANS.get(name) is plan:
+            del _ROTATION_PLANS[name]
 
 
 async def _record_tier_spend(

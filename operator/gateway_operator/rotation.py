@@ -45,6 +45,7 @@ META_FOLDED = "llmgw_folded"
 TRIGGER_SCHEDULE = "schedule"
 TRIGGER_ANNOTATION = "annotation:"
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DURATION = re.compile(r"([0-9]+)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -285,7 +286,7 @@ def next_action_at(user: UserView, now: datetime) -> datetime | None:
     times: list[datetime] = []
     status = user.status
     if rotate_at_due(user.rotate_at, (status.handled_rotate_at,), datetime.max.replace(tzinfo=UTC)):
-        times.append(parse_time(user.rotate_at) or now)
+        times.append(parse_time(user.rotate_at) or _EPOCH)  # not a time: due, at a stable time
     rotation = user.spec.key_rotation
     if rotation is not None and rotation.every is not None:
         scheduled = parse_time(status.next_rotation_time)

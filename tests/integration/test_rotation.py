@@ -271,6 +271,13 @@ def test_scheduled_rotation_happens_on_time(h: Harness, basic: str) -> None:
     following = datetime.fromisoformat(status["nextRotationTime"].replace("Z", "+00:00"))
     assert (following - last).total_seconds() == 30
     assert chat(h.env["LLM_GATEWAY_URL"], second) == 200
+    wait_for(
+        "the scheduled rotation's old key revoked after its 5s grace period",
+        lambda: [k["token"] for k in keys_of(h, name)] == [sha(second)],
+        timeout=40,
+        interval=0.5,
+    )
+    assert chat(h.env["LLM_GATEWAY_URL"], first) in (401, 403)
     # Back to every: null stops the schedule.
     patch("gatewayuser", name, {"spec": {"keyRotation": {"every": None}}})
     wait_for("no next rotation", lambda: "nextRotationTime" not in get("gatewayuser", name)["status"])

@@ -193,10 +193,13 @@ def test_due_users_come_from_the_indexed_status_without_api_calls() -> None:
         view("asked", rotate_at="2026-11-10T12:00:00Z"),
         view("asked-handled", rotate_at="v1", handledRotateAt="v1"),
         view("asked-later", rotate_at="2026-11-10T12:05:00Z"),
+        view("asked-now", rotate_at="please"),
         view("nothing"),
     ]
     due, wake = rot.due_users(users, T0)
-    assert sorted(u.ref.name for u in due) == ["asked", "sched-due"]
+    assert sorted(u.ref.name for u in due) == ["asked", "asked-now", "sched-due"]
+    # A stable due time for a value that is not a time (the daemon's retry guard compares them).
+    assert rot.next_action_at(users[-2], T0) == rot.next_action_at(users[-2], T0 + timedelta(hours=1))
     assert wake == T0 + timedelta(minutes=5)
 
 
