@@ -115,6 +115,8 @@ class GatewayUserSpec(_Model):
         default=None, alias="secretName", min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN
     )
     key_rotation: KeyRotation | None = Field(default=None, alias="keyRotation")
+    # A key under our alias that this operator did not create: take it over or leave it (ADOPTION_POLICY).
+    adoption_policy: Literal["Adopt", "Ignore"] | None = Field(default=None, alias="adoptionPolicy")
 
 
 class RetiredKeyStatus(_Model):

@@ -158,11 +158,6 @@ async def test_switching_a_conflicted_user_to_adopt_converges(world: World) -> N
     assert row["token"] in world.litellm.deleted and live["spend"] == 3.25
 
 
-@pytest.mark.xfail(
-    "adoption_policy" not in GatewayUserSpec.model_fields,
-    reason="models.GatewayUserSpec lacks adoption_policy (alias adoptionPolicy): the CRD field is unread",
-    strict=True,
-)
 async def test_the_per_user_policy_overrides_the_operator_setting(world: World) -> None:
     world.spec["adoptionPolicy"] = "Adopt"
     row = foreign(world)
