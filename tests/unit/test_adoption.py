@@ -10,7 +10,7 @@ import pytest
 
 from gateway_operator import adoption, naming
 from gateway_operator.adoption import Action, AdoptionPolicy, Owner
-from gateway_operator.models import GatewayUserSpec, KeyRecord
+from gateway_operator.models import KeyRecord
 from gateway_operator.settings import Settings
 from tests.unit.test_crd_schema import USER, validate, with_spec
 from tests.unit.test_services_users import ALIAS, UID, World
