@@ -81,10 +81,22 @@ def timed(kind: str) -> Iterator[None]:
         RECONCILE_SECONDS.labels(kind=kind, outcome=outcome).observe(time.perf_counter() - started)
 
 
+ORPHAN_KEYS = Gauge(
+    "llmgw_orphan_keys",
+    "Keys of ours that no GatewayUser accounts for (or retired keys past their deadline) in the last "
+    "resync of the tier, by what the garbage collection did: revoked, dry-run (reported only), failed",
+    ["tier", "action"],
+)
+ORPHAN_ACTIONS = ("revoked", "dry-run", "failed")
+
+
 def forget_tier(tier: str) -> None:
     for gauge in (TIER_SPEND, TIER_BUDGET):
         with suppress(KeyError):
             gauge.remove(tier)
+    for action in ORPHAN_ACTIONS:
+        with suppress(KeyError):
+            ORPHAN_KEYS.remove(tier, action)
 
 
 def serve(port: int, host: str) -> None:

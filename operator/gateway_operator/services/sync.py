@@ -11,8 +11,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from prometheus_client import Gauge
-
 from gateway_operator import adoption, budgets, metrics, naming
 from gateway_operator import desired as want
 from gateway_operator.models import (
@@ -38,13 +36,7 @@ TEAM_INFO_MAX_KEYS = 2000
 
 Reconcile = Callable[[UserView], Awaitable[None]]
 
-ORPHAN_KEYS = Gauge(
-    "llmgw_orphan_keys",
-    "Keys of ours that no GatewayUser accounts for (or retired keys past their deadline) in the last "
-    "resync of the tier, by what the garbage collection did: revoked, dry-run (reported only), failed",
-    ["tier", "action"],
-)
-GC_ACTIONS = ("revoked", "dry-run", "failed")
+GC_ACTIONS = metrics.ORPHAN_ACTIONS
 REASON_REVOKED = "OrphanKeysRevoked"
 REASON_FOUND = "OrphanKeysFound"
 REASON_FAILED = "OrphanKeysRevokeFailed"
@@ -229,7 +221,7 @@ async def collect_garbage(
     mode = svc.settings.gc_mode
     if mode == "off":
         for action in GC_ACTIONS:
-            ORPHAN_KEYS.labels(tier=tier_name, action=action).set(0)
+            metrics.ORPHAN_KEYS.labels(tier=tier_name, action=action).set(0)
         return []
     watched = frozenset(svc.settings.namespaces)
     if watched:
@@ -260,7 +252,7 @@ async def collect_garbage(
             report.orphans_deleted = [c.alias for c in due]
             await _announce(svc, tier_name, "revoked", due)
     for action, count in counts.items():
-        ORPHAN_KEYS.labels(tier=tier_name, action=action).set(count)
+        metrics.ORPHAN_KEYS.labels(tier=tier_name, action=action).set(count)
     return due
 
 
