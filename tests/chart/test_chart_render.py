@@ -390,6 +390,13 @@ def _rules(r: Rendered) -> list[tuple[str, str, dict]]:  # type: ignore[type-arg
     return found
 
 
+def test_rollout_permission_can_be_withheld(value_set: str) -> None:
+    sets = {"operator.rbac.rolloutDeployments": "false"}
+    rules = _rules(render(VALUE_SETS[value_set], sets))
+    assert rules and not [r for _, _, r in rules if "deployments" in r["resources"]]
+    assert [r for _, _, r in rules if "secrets" in r["resources"]], "the rest of the RBAC stays"
+
+
 def test_operator_rbac_is_least_privilege(value_set: str) -> None:
     rules = _rules(rendered(value_set))
     for _, _, rule in rules:
