@@ -18,6 +18,7 @@ METRIC_NAMES = {
     "llmgw_tier_budget_usd",
     "llmgw_budget_alerts_total",
     "llmgw_budget_resets_repaired_total",
+    "llmgw_orphan_keys",
 }
 
 
