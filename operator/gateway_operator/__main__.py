@@ -6,6 +6,7 @@ The liveness endpoint is http://HEALTH_HOST:HEALTH_PORT/healthz (kopf's; 200 onc
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from gateway_operator.settings import load
@@ -27,6 +28,31 @@ def hide_client_libraries() -> None:
     for name in UNUSED_MODULES:
         if sys.modules.get(name) is None:
             sys.modules[name] = None  # type: ignore[assignment]
+
+
+def tune_malloc() -> None:
+    """glibc malloc settings for this long-running asyncio process, unless the environment sets them.
+
+    Most of the operator's growth per user is not live objects but heap that glibc keeps after a burst:
+    each TLS connection to the API server has a 256 KiB read buffer (asyncio's sslproto), and kopf
+    opens a connection per concurrent request; glibc's dynamic mmap threshold soon serves those from
+    the heap, which then stays fragmented, and every executor thread gets its own arena. A fixed
+    threshold keeps such buffers in mmap (returned on close) and two arenas are plenty here: measured
+    ~86 instead of ~105 MiB at 300 users. Same effect as MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=131072,
+    but it ships with the code (chart, image, local stack alike). No-op where libc is not glibc."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    m_mmap_threshold, m_arena_max = -3, -8  # <malloc.h>
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        mallopt(m_arena_max, 2)
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        mallopt(m_mmap_threshold, 128 * 1024)
 
 
 class _RedactKeys(logging.Filter):
@@ -68,6 +94,7 @@ def configure_logging(level: str) -> None:
 
 
 def main() -> None:
+    tune_malloc()
     hide_client_libraries()
     import kopf
 
