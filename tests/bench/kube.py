@@ -89,7 +89,12 @@ class Kube:
             if error.status != 409:
                 raise
             await self.custom.patch_cluster_custom_object(
-                GROUP, VERSION, "gatewaytiers", name, {"spec": body["spec"]}
+                GROUP,
+                VERSION,
+                "gatewaytiers",
+                name,
+                {"spec": body["spec"]},
+                _content_type="application/merge-patch+json",  # a dict body defaults to JSON Patch
             )
 
     async def get_tier(self, name: str) -> dict[str, Any] | None:

@@ -17,9 +17,14 @@ Standard library and LiteLLM's own dependencies only (it is mounted from a Confi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 from typing import Any
 
 HEALTH_PATH = "/health"
+# Start-up has settled by then (model list, caches, the first DB reads): freeze what it left behind too.
+REFREEZE_AFTER_SECONDS = 30.0
 
 
 async def health(request: Any) -> Any:
@@ -31,8 +36,21 @@ async def health(request: Any) -> Any:
     return JSONResponse(body, status_code=probe.status_code or 200)
 
 
+def freeze_startup_heap() -> None:
+    """Move the ~1.4 M objects a started LiteLLM worker holds out of the cyclic GC's reach.
+
+    Otherwise every full (generation 2) collection walks all of them, and the event loop stalls for
+    1-4 s on 2 cores (measured: one 2.5 s stall in 2,500 requests); frozen, one costs ~0.1 s. Objects
+    that become garbage later are still collected; frozen ones are only never freed, and they live for
+    the whole process anyway."""
+    gc.freeze()
+    with contextlib.suppress(RuntimeError):  # no running loop: the start-up freeze is all there is
+        asyncio.get_running_loop().call_later(REFREEZE_AFTER_SECONDS, gc.freeze)
+
+
 def install() -> None:
-    """Put the public ``/health`` route first in LiteLLM's router, so it wins over LiteLLM's own."""
+    """Put the public ``/health`` route first in LiteLLM's router, so it wins over LiteLLM's own,
+    and freeze the start-up heap (see ``freeze_startup_heap``)."""
     from litellm.proxy.proxy_server import app
     from starlette.routing import Route
 
@@ -40,3 +58,4 @@ def install() -> None:
     if any(getattr(r, "endpoint", None) is health for r in routes):
         return
     routes.insert(0, Route(HEALTH_PATH, health, methods=["GET", "HEAD"], include_in_schema=False))
+    freeze_startup_heap()
