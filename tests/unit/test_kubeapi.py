@@ -368,3 +368,9 @@ async def test_connect_without_any_credentials_fails_clearly(monkeypatch: pytest
     monkeypatch.setattr(kopf, "login_with_kubeconfig", lambda **_: None)
     with pytest.raises(K8sError, match="no service account token and no kubeconfig"):
         await KubernetesClient.connect()
+
+
+def test_a_burst_queues_for_connections_instead_of_failing() -> None:
+    # 1,000 users at once once failed with PoolTimeout: waiting for a connection must not time out.
+    assert k8s.TIMEOUT.pool is None
+    assert k8s.TIMEOUT.read is not None and k8s.TIMEOUT.connect is not None

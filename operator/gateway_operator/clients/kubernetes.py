@@ -32,7 +32,13 @@ MERGE_PATCH = "application/merge-patch+json"
 # The kubelet rotates a projected service-account token well before it expires (client-go re-reads
 # the file every minute, too); re-reading a kubeconfig this often is just as cheap.
 RELOGIN_SECONDS = 60.0
-TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+# No pool timeout: in a burst (1,000 users applied at once) hundreds of reconciles queue for the
+# connections, and with a loaded API server the wait alone can exceed any fixed bound (the lean client
+# failed with PoolTimeout at 20 connections and a 30 s pool timeout). Each request is bounded by the
+# read timeout, so a connection always comes back; the queue is the back-pressure.
+TIMEOUT = httpx.Timeout(30.0, connect=10.0, pool=None)
+# Each TLS connection costs ~300 KiB (asyncio's 256 KiB read buffer + OpenSSL), so not unlimited.
+LIMITS = httpx.Limits(max_connections=32, max_keepalive_connections=16)
 
 Login = Callable[[], "kopf.ConnectionInfo | None"]
 
@@ -149,7 +155,7 @@ class KubernetesClient:
             timeout=TIMEOUT,
             transport=transport,
             headers={"Accept": "application/json"},
-            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+            limits=LIMITS,
         )
 
     @classmethod
