@@ -37,8 +37,10 @@ RELOGIN_SECONDS = 60.0
 # failed with PoolTimeout at 20 connections and a 30 s pool timeout). Each request is bounded by the
 # read timeout, so a connection always comes back; the queue is the back-pressure.
 TIMEOUT = httpx.Timeout(30.0, connect=10.0, pool=None)
-# Each TLS connection costs ~300 KiB (asyncio's 256 KiB read buffer + OpenSSL), so not unlimited.
-LIMITS = httpx.Limits(max_connections=32, max_keepalive_connections=16)
+# Each TLS connection costs ~300 KiB (asyncio's 256 KiB read buffer + OpenSSL), so not unlimited. Every
+# connection may stay alive: with fewer keep-alive slots than connections, a burst closes the surplus
+# after each request and pays a fresh TLS handshake (client and API server CPU) for the next one.
+LIMITS = httpx.Limits(max_connections=32, max_keepalive_connections=32)
 
 Login = Callable[[], "kopf.ConnectionInfo | None"]
 
