@@ -154,13 +154,29 @@ def seed(world: World) -> dict[str, str]:
     return {name: row["token"] for name, row in rows.items()}
 
 
+async def seeded_world(
+    users: int, gc_mode: str | None = None
+) -> tuple[World, dict[str, Any], dict[str, str]]:
+    """``users`` users of ours plus seed()'s keys, in GC_MODE ``gc_mode`` (the default if None), with the
+    Events and call counts of setting it up cleared: (world, users by alias, seed()'s tokens)."""
+    world = World()
+    if gc_mode is not None:
+        world.svc.settings = world.svc.settings.model_copy(update={"gc_mode": gc_mode})
+    by_alias = await populate(world, users)
+    tokens = seed(world)
+    world.events.clear()
+    world.reset_counts()
+    return world, by_alias, tokens
+
+
+async def no_drift(_: Any) -> None:
+    return None
+
+
 async def test_revoke_mode_revokes_only_due_keys_of_ours_and_reports(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    world = World()
-    by_alias = await populate(world, 3)
-    tokens = seed(world)
-    world.events.clear()
+    world, by_alias, tokens = await seeded_world(3)
 
     async def reconcile(_: Any) -> None:
         raise AssertionError("nothing drifted")
@@ -185,59 +201,34 @@ async def test_revoke_mode_revokes_only_due_keys_of_ours_and_reports(
 
 
 async def test_dry_run_reports_once_and_revokes_nothing() -> None:
-    world = World()
-    world.svc.settings = world.svc.settings.model_copy(update={"gc_mode": "dry-run"})
     sync._last_dry_run.clear()
-    by_alias = await populate(world, 2)
-    tokens = seed(world)
-    world.events.clear()
-    world.reset_counts()
-
-    async def reconcile(_: Any) -> None:
-        return None
-
-    report = await sync.resync_tier(world.svc, CODING, by_alias, reconcile)
+    world, by_alias, tokens = await seeded_world(2, gc_mode="dry-run")
+    report = await sync.resync_tier(world.svc, CODING, by_alias, no_drift)
     assert report.orphans_found == ["llmgw.demo.gone"] and report.orphans_deleted == []
     assert tokens["orphan"] in world.litellm.keys and world.litellm.writes == []
     [(type_, reason, message)] = world.events
     assert (type_, reason) == ("Warning", "OrphanKeysFound") and "GC_MODE=dry-run" in message
     assert _gauge("coding", "dry-run") == 1
-    await sync.resync_tier(world.svc, CODING, by_alias, reconcile)
+    await sync.resync_tier(world.svc, CODING, by_alias, no_drift)
     assert len(world.events) == 1, "an unchanged dry-run report is not re-posted every resync"
 
 
 async def test_off_touches_and_reports_nothing() -> None:
-    world = World()
-    world.svc.settings = world.svc.settings.model_copy(update={"gc_mode": "off"})
-    by_alias = await populate(world, 1)
-    tokens = seed(world)
-    world.events.clear()
-    world.reset_counts()
-
-    async def reconcile(_: Any) -> None:
-        return None
-
-    report = await sync.resync_tier(world.svc, CODING, by_alias, reconcile)
+    world, by_alias, tokens = await seeded_world(1, gc_mode="off")
+    report = await sync.resync_tier(world.svc, CODING, by_alias, no_drift)
     assert report.orphans_deleted == report.orphans_found == [] and world.events == []
     assert tokens["orphan"] in world.litellm.keys and world.litellm.writes == []
 
 
 async def test_a_failed_revoke_is_reported_and_retried_next_time() -> None:
-    world = World()
-    by_alias = await populate(world, 1)
-    tokens = seed(world)
-    world.events.clear()
-
-    async def reconcile(_: Any) -> None:
-        return None
-
+    world, by_alias, tokens = await seeded_world(1)
     keys, _ = await sync.list_team_keys(world.svc, "llmgw-tier-coding")
     world.litellm.fail_with = [400]  # /key/delete rejected
     report = sync.SyncReport(tier="coding")
     await sync.collect_garbage(world.svc, "coding", keys, frozenset(by_alias), report)
     assert tokens["orphan"] in world.litellm.keys and report.orphans_deleted == []
     assert [r for _, r, _ in world.events] == ["OrphanKeysRevokeFailed"] and _gauge("coding", "failed") == 1
-    await sync.resync_tier(world.svc, CODING, by_alias, reconcile)
+    await sync.resync_tier(world.svc, CODING, by_alias, no_drift)
     assert tokens["orphan"] in world.litellm.deleted
 
 
