@@ -218,3 +218,8 @@ seccompProfile:
     secretKeyRef: {name: {{ include "llm-gateway.stub.fullname" . }}-fake-credentials, key: session-token}
 {{- end }}
 {{- end -}}
+
+{{/* Operator high availability (kopf peering) ------------------------------------------------------ */}}
+{{- define "llm-gateway.operator.peeringName" -}}
+{{- default (include "llm-gateway.operator.fullname" .) .Values.operator.highAvailability.peeringName -}}
+{{- end -}}
