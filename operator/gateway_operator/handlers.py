@@ -155,14 +155,24 @@ def _ref(body: kopf.Body) -> ObjectRef:
     )
 
 
+# Index functions are coroutines so kopf runs them in its event loop (a plain def goes through an executor
+# thread per event: ~4% of the operator's CPU in a bulk of 1,000 users).
 @kopf.index(GROUP, VERSION, TIER_PLURAL)
-def gw_tiers(body: kopf.Body, name: str, **_: Any) -> dict[str, dict[str, Any]]:
+async def gw_tiers(body: kopf.Body, name: str, **_: Any) -> dict[str, dict[str, Any]]:
     return {name: {"spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}}
 
 
+# Users are also filed under (EMAIL_KEY, LiteLLM user id): not a valid namespace name, so it never collides
+# with (namespace, name). Every reconcile looks up its email's other holders, which would otherwise be a
+# scan of all users (O(N) per reconcile, O(N^2) over a bulk).
+EMAIL_KEY = "@email"
+
+
 @kopf.index(GROUP, VERSION, USER_PLURAL)  # type: ignore[arg-type]
-def gw_users(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple[str, str], UserView | None]:
-    """Parsed once per event (not once per lookup): every reconcile scans this for email owners."""
+async def gw_users(
+    body: kopf.Body, namespace: str, name: str, **_: Any
+) -> dict[tuple[str, str], UserView | None]:
+    """Parsed once per event (not once per lookup)."""
     try:
         view: UserView | None = UserView(
             ref=_ref(body),
@@ -179,7 +189,10 @@ def gw_users(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple
         ready.status if ready else "Unknown",
         ready.reason if ready else "",
     )
-    return {(namespace, name): view}
+    entries: dict[tuple[str, str], UserView | None] = {(namespace, name): view}
+    if view is not None:
+        entries[(EMAIL_KEY, naming.user_id(view.spec.email))] = view
+    return entries
 
 
 def _rotate_at(body: Any) -> str | None:
@@ -208,7 +221,13 @@ def _user_view(entry: UserView | None) -> UserView | None:
 
 
 def _all_users(gw_users: kopf.Index[tuple[str, str], UserView | None]) -> list[UserView]:
-    views = (_user_view(entry) for store in gw_users.values() for entry in store)
+    views = (_user_view(entry) for key, store in gw_users.items() if key[0] != EMAIL_KEY for entry in store)
+    return [view for view in views if view is not None]
+
+
+def _same_email(email: str, gw_users: kopf.Index[tuple[str, str], UserView | None]) -> list[UserView]:
+    """The users whose spec holds this email (the LiteLLM user id), from the index: no scan."""
+    views = (_user_view(entry) for entry in gw_users.get((EMAIL_KEY, naming.user_id(email)), ()))
     return [view for view in views if view is not None]
 
 
@@ -253,7 +272,7 @@ async def _reconcile_user(
         )
         tier = tier_override if tier_override is not None and tier_override.name == spec.tier else None
         tier = tier or _tier_view(spec.tier, gw_tiers)
-        owner = _email_owner(user, _all_users(gw_users))
+        owner = _email_owner(user, _same_email(spec.email, gw_users))
 
         async def report(error: Exception) -> None:
             await user_service.report_error(svc, user, error)
@@ -400,13 +419,7 @@ async def user_delete(
     user = UserView.model_construct(
         ref=ref, spec=spec, status=GatewayUserStatus.model_validate(body.get("status") or {})
     )
-    others = [
-        u
-        for u in _all_users(gw_users)
-        if u.ref.uid != ref.uid
-        and not u.ref.deleting
-        and naming.user_id(u.spec.email) == naming.user_id(spec.email)
-    ]
+    others = [u for u in _same_email(spec.email, gw_users) if u.ref.uid != ref.uid and not u.ref.deleting]
     async with svc.locked(user_service.lock_key(ref.namespace or "", ref.name)), _kopf_errors(retry):
         await user_service.delete_user(svc, user, delete_litellm_user=bool(spec.email) and not others)
     svc.forget_lock(user_service.lock_key(ref.namespace or "", ref.name))

@@ -83,3 +83,29 @@ def test_the_oldest_gateway_user_owns_an_email() -> None:
     assert handlers._email_owner(first, everyone) is None
     assert handlers._email_owner(second, everyone) == "ns1/a"
     assert handlers._email_owner(other, everyone) is None
+
+
+async def test_users_are_indexed_by_email_too_without_being_counted_twice() -> None:
+    from kopf._core.engines.indexing import OperatorIndexer
+
+    indexer = OperatorIndexer()
+
+    def body(name: str, email: str, uid: str) -> kopf.Body:
+        raw = {
+            "metadata": {"name": name, "namespace": "ns", "uid": uid, "creationTimestamp": uid},
+            "spec": {"email": email, "tier": "coding"},
+        }
+        return kopf.Body(raw)
+
+    for name, email, uid in (("a", "Same@x.io", "1"), ("b", "same@x.io", "2"), ("c", "c@x.io", "3")):
+        indexer.replace(uid, await handlers.gw_users(body(name, email, uid), "ns", name))
+    index: Any = indexer.index
+    assert sorted(u.ref.name for u in handlers._all_users(index)) == ["a", "b", "c"]
+    assert sorted(u.ref.name for u in handlers._same_email("SAME@x.io", index)) == ["a", "b"]
+    # b changes its email: it leaves the old email's entry, and a owns its email alone again.
+    indexer.replace("2", await handlers.gw_users(body("b", "b@x.io", "2"), "ns", "b"))
+    assert [u.ref.name for u in handlers._same_email("same@x.io", index)] == ["a"]
+    assert [u.ref.name for u in handlers._same_email("b@x.io", index)] == ["b"]
+    indexer.discard("1")  # a deleted
+    assert handlers._same_email("same@x.io", index) == []
+    assert sorted(u.ref.name for u in handlers._all_users(index)) == ["b", "c"]

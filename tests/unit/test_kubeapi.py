@@ -395,3 +395,27 @@ def test_the_operator_process_loads_no_kubernetes_client_library() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+async def test_requests_queue_in_the_client_not_in_the_connection_pool() -> None:
+    """A burst never puts more than IN_FLIGHT requests into httpx at once (httpcore's queue is O(N) per
+    request); the rest wait their turn and all complete."""
+    import asyncio
+
+    in_flight = peak = 0
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.001)
+        in_flight -= 1
+        return httpx.Response(200, json={"kind": "GatewayUser"})
+
+    info = kopf.ConnectionInfo(server=SERVER, token="tok-1")
+    kube = KubernetesClient(info, transport=httpx.MockTransport(answer))
+    results = await asyncio.gather(
+        *(kube.get_object("gatewayusers", f"u{i}", "ns") for i in range(5 * k8s.IN_FLIGHT))
+    )
+    assert all(r == {"kind": "GatewayUser"} for r in results)
+    assert peak == k8s.IN_FLIGHT
