@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 import urllib.request
 
 from tests.stack.common import REPO_ROOT, StackContext, StackError, free_port
@@ -60,6 +61,7 @@ class AdminProxy:
         self.max_in_flight = 0
         self.down = False
         self.flaky = 0.0  # probability of an injected 5xx (half before forwarding, half after)
+        self.trace: list[tuple[float, str, str]] | None = None  # (monotonic time, method, path?query)
         self._holds: dict[str, tuple[str, threading.Event, threading.Event]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -148,6 +150,8 @@ class AdminProxy:
                 key += "?" + ",".join(filters)
             with self._lock:
                 self.calls[key] = self.calls.get(key, 0) + 1
+                if self.trace is not None:
+                    self.trace.append((time.monotonic(), request.method, request.path_qs))
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
                 hold = self._holds.get(request.path)
