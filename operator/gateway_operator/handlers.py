@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -256,11 +256,15 @@ async def _reconcile_user(
     gw_users: kopf.Index[tuple[str, str], UserView | None],
     retry: int = 0,
     tier_override: TierView | None = None,
+    new_body: Mapping[str, Any] | None = None,
 ) -> None:
-    """Serialised per object; reads the object fresh so the status it compares with is current."""
+    """Serialised per object; reads the object fresh so the status it compares with is current, except
+    ``new_body``: the watch's body of an object never reconciled (no status), nothing to be stale about."""
     async with svc.locked(user_service.lock_key(namespace, name)):
-        async with _kopf_errors(retry):
-            body = await svc.kube.get_object(USER_PLURAL, name, namespace)
+        body: Mapping[str, Any] | None = new_body
+        if body is None:
+            async with _kopf_errors(retry):
+                body = await svc.kube.get_object(USER_PLURAL, name, namespace)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             return
         ref = _ref(kopf.Body(cast(Any, body)))
@@ -302,7 +306,9 @@ def _validation_summary(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-async def _invalid_user(svc: Services, ref: ObjectRef, body: dict[str, Any], error: ValidationError) -> None:
+async def _invalid_user(
+    svc: Services, ref: ObjectRef, body: Mapping[str, Any], error: ValidationError
+) -> None:
     status = GatewayUserStatus.model_validate(body.get("status") or {})
     spec = GatewayUserSpec.model_construct(email="", tier="")
     user = UserView.model_construct(ref=ref, spec=spec, status=status)
@@ -365,9 +371,15 @@ async def user_reconcile(
     retry: int,
     gw_tiers: kopf.Index[str, dict[str, Any]],
     gw_users: kopf.Index[tuple[str, str], UserView | None],
+    body: kopf.Body,
+    reason: kopf.Reason,
     **_: Any,
 ) -> None:
-    await _reconcile_user(memo.services, namespace, name, gw_tiers, gw_users, retry)
+    # A first create attempt skips the re-read (one GET per user in a bulk): if a reconcile raced it and
+    # wrote a status meanwhile, every step below is idempotent and converges the same way.
+    fresh = reason == kopf.Reason.CREATE and retry == 0 and not body.get("status")
+    new_body = dict(body) if fresh else None
+    await _reconcile_user(memo.services, namespace, name, gw_tiers, gw_users, retry, new_body=new_body)
 
 
 _ROTATE_REQUESTS: dict[tuple[str, str], str] = {}  # rotate-at values a reconcile was started for

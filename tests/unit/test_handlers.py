@@ -109,3 +109,27 @@ async def test_users_are_indexed_by_email_too_without_being_counted_twice() -> N
     indexer.discard("1")  # a deleted
     assert handlers._same_email("same@x.io", index) == []
     assert sorted(u.ref.name for u in handlers._all_users(index)) == ["b", "c"]
+
+
+async def test_a_first_create_uses_the_watch_body_and_a_retry_reads_the_object() -> None:
+    world = World()
+    put_user(world, {"email": "alice@company.com", "tier": "coding"})
+    body = kopf.Body(world.kube.objects[(USER_PLURAL, NS, NAME)])
+    reads: list[str] = []
+    real_get = world.kube.get_object
+
+    async def counting_get(plural: str, name: str, namespace: str | None = None) -> Any:
+        reads.append(name)
+        return await real_get(plural, name, namespace)
+
+    world.kube.get_object = counting_get  # type: ignore[method-assign]
+    memo = kopf.Memo(services=world.svc)
+    kwargs: dict[str, Any] = dict(namespace=NS, name=NAME, memo=memo, gw_tiers=TIERS, gw_users={}, body=body)
+    await handlers.user_reconcile(retry=0, reason=kopf.Reason.CREATE, **kwargs)
+    assert reads == []
+    assert world.kube.statuses[(USER_PLURAL, NS, NAME)]["conditions"][0]["status"] == "True"
+    # A retry (or an update, or a resume) compares with the object as it is now: read fresh.
+    await handlers.user_reconcile(retry=1, reason=kopf.Reason.CREATE, **kwargs)
+    await handlers.user_reconcile(retry=0, reason=kopf.Reason.UPDATE, **kwargs)
+    assert reads == [NAME, NAME]
+    assert len(world.litellm.keys) == 1
