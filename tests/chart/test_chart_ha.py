@@ -641,3 +641,97 @@ def test_two_replicas_under_the_chart_rbac_never_act_together_and_hand_over_on_e
         log = replica.log_text()
         for denied in ("Forbidden", "forbidden", "Not enough permissions"):
             assert denied not in log, f"{mode}: a replica hit a permission error:\n{replica.log_tail(60)}"
+
+
+@pytest_stack
+def test_helm_upgrade_turns_ha_on_and_off(kopf_crds: dict[str, str]) -> None:
+    """A real `helm install` / `upgrade` against the API server (hooks skipped: no kubelet runs the
+    migration Job): the existing kopf CRDs are skipped, HA on adds the peering object, PDB and a
+    RollingUpdate strategy, HA off takes them away again (the API server accepts the switch back to
+    Recreate: the rendered rollingUpdate block is removed with it)."""
+    ns, release = f"ha-upg-{RUN}", f"upg{RUN}"
+    ensure_namespace(ns)
+    name = f"{release}-llm-gateway-operator"
+    base = ["--namespace", ns, "--no-hooks", *[a for f in DEFAULT for a in ("-f", str(f))]]
+
+    def state() -> tuple[int, str, bool, bool]:
+        deployment = get("deployment", name, ns) or {}
+        spec = deployment.get("spec", {})
+        return (
+            int(spec.get("replicas", 0)),
+            str(spec.get("strategy", {}).get("type")),
+            get("clusterkopfpeering", name, None) is not None,
+            get("poddisruptionbudget", name, ns) is not None,
+        )
+
+    try:
+        helm("install", release, str(CHART), *base)
+        assert state() == (1, "Recreate", False, False)
+        helm("upgrade", release, str(CHART), *base, "--set", "operator.highAvailability.enabled=true")
+        assert state() == (2, "RollingUpdate", True, True)
+        helm("upgrade", release, str(CHART), *base)
+        assert state() == (1, "Recreate", False, False)
+    finally:
+        helm("uninstall", release, "--namespace", ns, check=False)
+        kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
+
+
+@pytest_stack
+def test_a_namespaced_operator_waits_for_the_kopf_peering_object_the_chart_renders(
+    kopf_crds: dict[str, str],
+) -> None:
+    """Why the chart renders a KopfPeering in every watched namespace: with KOPF_PEERING set, kopf keeps a
+    namespaced operator paused (silently, at INFO) until the peering object exists in its namespace."""
+    from tests.stack.operator import OperatorProcess, operator_env, pause_stack_operator
+
+    ns = f"ha-{RUN}-obj"
+    peering = f"ha-{RUN}-obj"
+    ensure_namespace(ns)
+    r = ha_render(peering, ns, lifetime=15)
+    (peering_object,) = peering_objects(r)
+    chart_env = {n: i["value"] for n, i in env_of(operator_container(r)).items() if n.startswith("KOPF_")}
+    chart_env["WATCH_NAMESPACES"] = env_of(operator_container(r))["WATCH_NAMESPACES"]["value"]
+    assert chart_env["WATCH_NAMESPACES"] == ns and chart_env["KOPF_PEERING"] == peering
+    tier = f"ha-{RUN}-obj"
+    replica = OperatorProcess(f"operator-ha-{RUN}-obj", operator_env(kopf_crds, 0, **chart_env))
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps(
+            {
+                "apiVersion": "llmgateway.io/v1alpha1",
+                "kind": "GatewayTier",
+                "metadata": {"name": tier},
+                "spec": {"monthlyBudgetUSD": 5, "rpmLimit": 20, "models": ["model-cheap"]},
+            }
+        ),
+    )
+    user = {
+        "apiVersion": "llmgateway.io/v1alpha1",
+        "kind": "GatewayUser",
+        "metadata": {"name": "carol", "namespace": ns},
+        "spec": {"email": f"carol-{RUN}@example.com", "tier": tier},
+    }
+    with cast(AbstractContextManager[object], pause_stack_operator()):
+        replica.start()
+        try:
+            kubectl("apply", "-f", "-", stdin=json.dumps(user))
+            time.sleep(15)  # Ready takes 1-3 s here when the operator acts
+            assert not ready(get("gatewayuser", "carol", ns))
+            assert f"[{ns}/carol]" not in replica.log_text()
+            kubectl("apply", "-f", "-", stdin=yaml.safe_dump(peering_object))
+            wait_for(
+                "Ready once the peering object exists", lambda: ready(get("gatewayuser", "carol", ns)), 60
+            )
+            kubectl("delete", "gatewayuser", "carol", "-n", ns, "--wait=false")
+            wait_for("user gone", lambda: get("gatewayuser", "carol", ns) is None, timeout=60)
+        finally:
+            kubectl(
+                "delete", "gatewayuser", "carol", "-n", ns, "--ignore-not-found", "--wait=false", check=False
+            )
+            kubectl("delete", "gatewaytier", tier, "--ignore-not-found", "--wait=false", check=False)
+            with contextlib.suppress(AssertionError):
+                wait_for("tier gone", lambda: get("gatewaytier", tier, None) is None, timeout=60)
+            replica.stop()
+            kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
