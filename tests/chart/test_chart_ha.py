@@ -267,6 +267,14 @@ def test_on_notes_say_how_to_see_the_active_replica() -> None:
     assert "kubectl -n team-a get kopfpeering gw-llm-gateway-operator" in text
 
 
+@pytest.mark.parametrize("watch", [None, "team-a"])
+def test_on_helm_lint_strict(watch: str | None) -> None:
+    sets = ["--set", "operator.highAvailability.enabled=true"]
+    sets += ["--set", f"operator.watchNamespaces={{{watch}}}"] if watch else []
+    result = helm("lint", "--strict", str(CHART), *[a for f in DEFAULT for a in ("-f", str(f))], *sets)
+    assert "0 chart(s) failed" in result.stdout
+
+
 # --- schema -------------------------------------------------------------------------------------------------
 
 
