@@ -82,6 +82,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         backoff=config.litellm_backoff_seconds,
     )
     kube = await KubernetesClient.connect()
+    if config.peering:
+        await warn_missing_peering(kube, config.peering, config.namespaces)
     memo.services = Services(litellm=litellm, kube=kube, settings=config, events=_post_event)
     metrics.serve(config.metrics_port, config.health_host)
     log.info(
@@ -91,6 +93,29 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         config.litellm_max_concurrency,
         config.resync_interval_seconds,
     )
+
+
+async def warn_missing_peering(kube: KubernetesClient, name: str, namespaces: list[str]) -> list[str]:
+    """kopf pauses a peered operator without a word while its peering object is missing (it waits for
+    one to appear); say so once at start. Returns what is missing."""
+    scopes: list[str | None] = list(namespaces) or [None]
+    missing: list[str] = []
+    for namespace in scopes:
+        what = f"KopfPeering {namespace}/{name}" if namespace else f"ClusterKopfPeering {name}"
+        try:
+            found = await kube.get_kopf_peering(name, namespace)
+        except K8sError as error:
+            log.warning("cannot check that %s exists (%s); without it this operator is paused", what, error)
+            continue
+        if found is None:
+            missing.append(what)
+            log.warning(
+                "%s does not exist: with KOPF_PEERING=%s this operator stays paused (handles nothing) until "
+                "it is created (the Helm chart creates it with operator.highAvailability.enabled)",
+                what,
+                name,
+            )
+    return missing
 
 
 @kopf.on.cleanup()

@@ -133,3 +133,38 @@ async def test_a_first_create_uses_the_watch_body_and_a_retry_reads_the_object()
     await handlers.user_reconcile(retry=0, reason=kopf.Reason.UPDATE, **kwargs)
     assert reads == [NAME, NAME]
     assert len(world.litellm.keys) == 1
+
+
+async def test_a_missing_peering_object_is_said_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    import httpx
+
+    from gateway_operator.clients.kubernetes import KubernetesClient
+
+    paths: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        if request.url.path.endswith("/team-b/kopfpeerings/llmgw"):
+            return httpx.Response(200, json={"kind": "KopfPeering"})
+        if "/team-c/" in request.url.path:
+            return httpx.Response(403, json={"kind": "Status", "code": 403})
+        return httpx.Response(404, json={"kind": "Status", "code": 404})
+
+    kube = KubernetesClient(
+        kopf.ConnectionInfo(server="http://k8s.test"), transport=httpx.MockTransport(answer)
+    )
+    with caplog.at_level("WARNING"):
+        missing = await handlers.warn_missing_peering(kube, "llmgw", ["team-a", "team-b", "team-c"])
+        assert missing == ["KopfPeering team-a/llmgw"]
+        assert await handlers.warn_missing_peering(kube, "llmgw", []) == ["ClusterKopfPeering llmgw"]
+    assert paths == [
+        "/apis/kopf.dev/v1/namespaces/team-a/kopfpeerings/llmgw",
+        "/apis/kopf.dev/v1/namespaces/team-b/kopfpeerings/llmgw",
+        "/apis/kopf.dev/v1/namespaces/team-c/kopfpeerings/llmgw",
+        "/apis/kopf.dev/v1/clusterkopfpeerings/llmgw",
+    ]
+    text = caplog.text
+    assert "KopfPeering team-a/llmgw does not exist" in text and "stays paused" in text
+    assert "cannot check that KopfPeering team-c/llmgw exists" in text
+    assert "team-b/llmgw does not exist" not in text
+    await kube.aclose()

@@ -352,6 +352,14 @@ class KubernetesClient:
 
     # --- custom objects -------------------------------------------------------------------------------
 
+    async def get_kopf_peering(self, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        """kopf's peering object: ClusterKopfPeering (cluster-wide) or KopfPeering in ``namespace``."""
+        if namespace is None:
+            path = f"/apis/kopf.dev/v1/clusterkopfpeerings/{_seg(name)}"
+        else:
+            path = f"/apis/kopf.dev/v1/namespaces/{_seg(namespace)}/kopfpeerings/{_seg(name)}"
+        return await self._json(f"read kopf peering {name}", "GET", path)
+
     async def get_object(self, plural: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         return await self._json(f"read {plural} {name}", "GET", _object_path(plural, name, namespace))
 
