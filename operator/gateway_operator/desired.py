@@ -55,6 +55,8 @@ class DesiredUser:
     rpm_limit: int
     tpm_limit: int | None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The tier's team the user is a member of (None: membership is not managed, see team_membership).
+    team_id: str | None = None
 
     def create_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -71,6 +73,9 @@ class DesiredUser:
         }
         if self.user_alias is not None:
             body["user_alias"] = self.user_alias
+        if self.team_id is not None:
+            # /user/new adds the member in the same call (role "user", no member budget).
+            body["teams"] = [self.team_id]
         return body
 
 
@@ -135,8 +140,11 @@ def desired_team(tier_name: str, tier: GatewayTierSpec) -> DesiredTeam:
     )
 
 
-def desired_user(user: GatewayUserSpec, tier: GatewayTierSpec, tier_name: str) -> DesiredUser:
-    """The LiteLLM user row: informational (/user/info shows it); the key carries the enforced limits."""
+def desired_user(
+    user: GatewayUserSpec, tier: GatewayTierSpec, tier_name: str, *, member: bool = False
+) -> DesiredUser:
+    """The LiteLLM user row: informational (/user/info shows it); the key carries the enforced limits.
+    ``member``: the user also joins the tier's team (see ``membership_changes``)."""
     return DesiredUser(
         user_id=naming.user_id(user.email),
         user_email=naming.user_id(user.email),
@@ -147,6 +155,7 @@ def desired_user(user: GatewayUserSpec, tier: GatewayTierSpec, tier_name: str) -
         rpm_limit=effective_rpm(user, tier),
         tpm_limit=tier.tpm_limit,
         metadata=naming.managed_metadata(tier=tier_name),
+        team_id=naming.team_id(tier_name) if member else None,
     )
 
 
@@ -215,6 +224,28 @@ def user_changes(desired: DesiredUser, actual: UserRecord) -> dict[str, Any]:
     if any(actual.metadata.get(k) != v for k, v in desired.metadata.items()):
         changes["metadata"] = {**actual.metadata, **desired.metadata}
     return changes
+
+
+@dataclass(frozen=True)
+class MembershipChanges:
+    join: str | None = None  # the tier's team, when the user is not a member yet
+    leave: tuple[str, ...] = ()  # other tier teams of ours the user is still a member of
+
+    def __bool__(self) -> bool:
+        return self.join is not None or bool(self.leave)
+
+
+def membership_changes(desired: DesiredUser, actual_teams: tuple[str, ...] | list[str]) -> MembershipChanges:
+    """Team memberships to add and remove. Only our tier teams are left, never a team someone else added
+    the user to; with membership unmanaged (``desired.team_id`` None) nothing changes: leaving the team
+    that holds the user's key would delete the key (LiteLLM's /team/member_delete deletes the member's
+    keys in that team)."""
+    if desired.team_id is None:
+        return MembershipChanges()
+    join = None if desired.team_id in actual_teams else desired.team_id
+    ours = (t for t in set(actual_teams) if naming.tier_from_team_id(t) is not None)
+    leave = tuple(sorted(t for t in ours if t != desired.team_id))
+    return MembershipChanges(join=join, leave=leave)
 
 
 def key_changes(desired: DesiredKey, actual: KeyRecord) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 
 from gateway_operator import metrics
 from gateway_operator.models import KeyRecord, TeamRecord, UserRecord
@@ -65,6 +65,17 @@ class InvalidRequest(LiteLLMError):
 
 class Unauthorized(LiteLLMError):
     """401/403: the master key is wrong or lacks rights (a configuration problem of the operator)."""
+
+
+class UserRow(UserRecord):
+    """The user row as /v2/user/info answers it: with the ids of the teams the user is a member of."""
+
+    teams: tuple[str, ...] = ()
+
+    @field_validator("teams", mode="before")
+    @classmethod
+    def _none_as_no_teams(cls, value: Any) -> Any:
+        return () if value is None else value
 
 
 @dataclass(frozen=True)
@@ -223,7 +234,7 @@ class LiteLLMClient:
 
     # --- users ----------------------------------------------------------------------------------------
 
-    async def user_info(self, user_id: str) -> UserRecord | None:
+    async def user_info(self, user_id: str) -> UserRow | None:
         try:
             payload = await self._request("GET", "/user/info", params={"user_id": user_id})
         except NotFound:
@@ -231,7 +242,18 @@ class LiteLLMClient:
         info = payload.get("user_info")
         if not info:
             return None
-        return UserRecord.model_validate({**info, "user_id": info.get("user_id") or user_id})
+        return UserRow.model_validate({**info, "user_id": info.get("user_id") or user_id})
+
+    async def user_row(self, user_id: str) -> UserRow | None:
+        """The user row and its team ids, without /user/info's keys and teams: for a team member,
+        /user/info embeds every key of each of the user's teams (O(team size) per call)."""
+        try:
+            payload = await self._request("GET", "/v2/user/info", params={"user_id": user_id})
+        except NotFound:
+            return None
+        if not isinstance(payload, dict) or not payload:
+            return None
+        return UserRow.model_validate({**payload, "user_id": payload.get("user_id") or user_id})
 
     async def user_new(self, body: Mapping[str, Any]) -> None:
         await self._request("POST", "/user/new", body=dict(body))
@@ -245,6 +267,31 @@ class LiteLLMClient:
             await self._request("POST", "/user/delete", body={"user_ids": user_ids})
         except NotFound:
             return False
+        return True
+
+    # --- team membership ------------------------------------------------------------------------------
+
+    async def team_member_add(self, team_id: str, user_id: str) -> bool:
+        """Adds the user to the team with role "user" and no member budget (False: a member already)."""
+        body = {"team_id": team_id, "member": {"user_id": user_id, "role": "user"}}
+        try:
+            await self._request("POST", "/team/member_add", body=body)
+        except InvalidRequest as error:
+            # LiteLLM's message lists every member of the team: never re-raise it.
+            if "already in team" in error.detail:
+                return False
+            raise InvalidRequest(error.endpoint, "member add refused", error.status) from None
+        return True
+
+    async def team_member_delete(self, team_id: str, user_id: str) -> bool:
+        """Removes the user from the team. LiteLLM ALSO DELETES every key of that user in that team.
+        False if the user was not a member (or the team does not exist)."""
+        try:
+            await self._request("POST", "/team/member_delete", body={"team_id": team_id, "user_id": user_id})
+        except InvalidRequest as error:
+            if "not found in team" in error.detail or "does not exist" in error.detail:
+                return False
+            raise
         return True
 
     # --- keys -----------------------------------------------------------------------------------------
@@ -322,16 +369,15 @@ class LiteLLMClient:
         await self._request("POST", "/key/update", body={"key": token, **changes})
 
     async def key_delete(self, *, tokens: list[str] | None = None, aliases: list[str] | None = None) -> bool:
-        """False if none of them existed (LiteLLM answers 404 then)."""
-        body: dict[str, Any] = {}
-        if tokens:
-            body["keys"] = tokens
-        if aliases:
-            body["key_aliases"] = aliases
-        if not body:
-            return False
-        try:
-            await self._request("POST", "/key/delete", body=body)
-        except NotFound:
-            return False
-        return True
+        """False if none of them existed (LiteLLM answers 404 then). Tokens and aliases go in separate
+        requests: given both, LiteLLM 1.108.7 deletes the ``keys`` and silently ignores ``key_aliases``."""
+        deleted = False
+        for field, values in (("keys", tokens), ("key_aliases", aliases)):
+            if not values:
+                continue
+            try:
+                await self._request("POST", "/key/delete", body={field: values})
+            except NotFound:
+                continue
+            deleted = True
+        return deleted

@@ -21,7 +21,7 @@ from gateway_operator import conditions as cond
 from gateway_operator import desired as want
 from gateway_operator import rotation as rot
 from gateway_operator.clients.kubernetes import K8sConflict, SecretView
-from gateway_operator.clients.litellm import Conflict, LiteLLMError
+from gateway_operator.clients.litellm import Conflict, LiteLLMError, UserRow
 from gateway_operator.models import (
     API_VERSION,
     MANAGED_BY,
@@ -39,6 +39,7 @@ from gateway_operator.services.core import Services, looks_minted, mint_key
 log = logging.getLogger(__name__)
 
 SECRET_COMPONENT = "user-key"
+REASON_LITELLM_USER_KEPT = "LiteLLMUserKept"
 
 
 def lock_key(namespace: str, name: str) -> str:
@@ -132,24 +133,62 @@ async def write_secret(
 # --- LiteLLM user -----------------------------------------------------------------------------------------
 
 
-async def ensure_litellm_user(svc: Services, desired: want.DesiredUser, *, fresh: bool) -> None:
+def membership_enabled(svc: Services) -> bool:
+    """TEAM_MEMBERSHIP (``settings.team_membership``; off while settings.py does not declare it): each
+    LiteLLM user is a member of its tier's team. A key with a team and a user makes LiteLLM's auth look up
+    that membership row on every request, and a missing row is not cached; but a member's /user/info lists
+    every key of the team (aliases, hashes, emails, spend) and /key/info answers for teammates' keys."""
+    return bool(getattr(svc.settings, "team_membership", False))
+
+
+async def read_user(svc: Services, user_id: str, *, member: bool) -> UserRow | None:
+    # A member's /user/info embeds every key of each of its teams (O(tier size) per call): read the row
+    # alone then (/v2/user/info). Otherwise /user/info, which the no-op path has always read.
+    if member:
+        return await svc.litellm.user_row(user_id)
+    return await svc.litellm.user_info(user_id)
+
+
+async def ensure_litellm_user(svc: Services, desired: want.DesiredUser, *, fresh: bool) -> tuple[str, ...]:
+    """Converge the user row (and, when managed, its membership of the tier's team: joined here, before
+    the key moves in). Returns the other tier teams the user is still a member of, to leave once its key
+    has left them (``leave_teams``)."""
     if fresh:
         try:
             await svc.litellm.user_new(desired.create_body())
-            return
+            return ()
         except Conflict:
             pass  # exists already (earlier attempt, or a leftover): compare below
-    actual = await svc.litellm.user_info(desired.user_id)
+    actual = await read_user(svc, desired.user_id, member=desired.team_id is not None)
     if actual is None:
-        try:
-            await svc.litellm.user_new(desired.create_body())
-        except Conflict:
-            # /user/new also answers 409 for an existing email under another user_id.
-            raise
-        return
+        # /user/new also answers 409 for an existing email under another user_id: raised.
+        await svc.litellm.user_new(desired.create_body())
+        return ()
     changes = want.user_changes(desired, actual)
     if changes:
         await svc.litellm.user_update(desired.user_id, changes)
+    membership = want.membership_changes(desired, actual.teams)
+    if membership.join is not None:
+        await svc.litellm.team_member_add(membership.join, desired.user_id)
+    return membership.leave
+
+
+async def leave_teams(svc: Services, user_id: str, teams: tuple[str, ...]) -> None:
+    """Leave tier teams the user no longer belongs to (after a tier change), each only once none of the
+    user's keys is left in it: /team/member_delete deletes the member's keys in the team, and one still
+    there is a rotated-out key in its grace period or a key that is not ours. The membership then stays
+    until a later reconcile finds the team empty."""
+    for team_id in teams:
+        page = await svc.litellm.key_list(user_id=user_id, team_id=team_id, size=10)
+        if page.keys or page.total_count:
+            log.info(
+                "LiteLLM user stays a member of %s: %d of its key(s) are still there (%s)",
+                team_id,
+                max(page.total_count, len(page.keys)),
+                ", ".join(str(naming.key_id(k.token)) for k in page.keys),
+            )
+            continue
+        await svc.litellm.team_member_delete(team_id, user_id)
 
 
 # --- the key ----------------------------------------------------------------------------------------------
@@ -166,9 +205,9 @@ async def _update_key(svc: Services, desired: want.DesiredKey, actual: KeyRecord
     changes = want.key_changes(desired, actual)
     if "team_id" in changes and actual.team_id is not None:
         # LiteLLM checks a move to another team against the key's CURRENT models and requires the key's
-        # user to be a team member. Users are deliberately not team members (members see every
-        # teammate's key through /user/info), so the key first drops models ("all of its team's",
-        # which equals its tier's models) and user, then moves with both set again.
+        # user to be a team member. Unless TEAM_MEMBERSHIP is on, users are not team members (members
+        # see every teammate's key through /user/info), so the key first drops models ("all of its
+        # team's", which equals its tier's models) and user, then moves with both set again.
         await svc.litellm.key_update(actual.token, {"models": [], "user_id": None})
         changes = want.key_changes(desired, actual.model_copy(update={"models": (), "user_id": None}))
     if changes:
@@ -469,12 +508,13 @@ async def _converge(
     if secret is None:
         secret = await _move_secret(svc, user, secret_name)
 
-    await ensure_litellm_user(
-        svc, want.desired_user(user.spec, tier.spec, tier.name), fresh=user.status.key_id is None
-    )
+    litellm_user = want.desired_user(user.spec, tier.spec, tier.name, member=membership_enabled(svc))
+    stale_teams = await ensure_litellm_user(svc, litellm_user, fresh=user.status.key_id is None)
     desired = want.desired_key(user.ref, user.spec, tier.spec)
     secret = await rotation_service.advance(svc, user, desired, secret)
     key, secret = await ensure_key(svc, user, desired, secret_name, secret)
+    if stale_teams:
+        await leave_teams(svc, litellm_user.user_id, stale_teams)
     if not _secret_current(svc, secret, user):
         secret = await write_secret(svc, user, secret_name, secret.data[naming.SECRET_API_KEY], secret)
     await _drop_old_secret(svc, user, secret_name)
@@ -509,7 +549,9 @@ async def _drop_old_secret(svc: Services, user: UserView, secret_name: str) -> N
 
 
 async def delete_user(svc: Services, user: UserView, *, delete_litellm_user: bool = True) -> None:
-    """Finalizer: the key (and any retired one), the LiteLLM user, then our Secret(s)."""
+    """Finalizer: revoke our key(s) (the live alias and every retired one), then the LiteLLM user, then our
+    Secret(s). ``delete_litellm_user`` False: another GatewayUser holds the same email and takes the
+    LiteLLM user over. Every step is a no-op when done already (a retry after a crash)."""
     assert user.ref.namespace is not None
     alias = naming.key_alias(user.ref.namespace, user.ref.name)
     secret = await svc.kube.get_secret(
@@ -522,11 +564,16 @@ async def delete_user(svc: Services, user: UserView, *, delete_litellm_user: boo
         holder = await svc.litellm.key_by_alias(alias)
         if holder is not None and not adoption.is_ours(holder):
             aliases.remove(alias)  # left alone (adoption policy Ignore): not ours to revoke
-            # LiteLLM deletes a user's keys with the user: keep the user that holds that key.
-            delete_litellm_user = delete_litellm_user and holder.user_id != naming.user_id(user.spec.email)
+    user_id = naming.user_id(user.spec.email) if user.spec.email else None
+    held = await _user_keys(svc, user_id) if delete_litellm_user and user_id else []
+    mine = [k for k in held if _revoked_with(k.key_alias, alias, aliases)]
     await svc.litellm.key_delete(aliases=aliases)
-    if delete_litellm_user:
-        await svc.litellm.user_delete([naming.user_id(user.spec.email)])
+    # Retired keys the Secret no longer names (e.g. `<alias>:retired-<id>` after the Secret was lost).
+    missed = [k.token for k in mine if k.token and k.key_alias not in aliases]
+    if missed:
+        await svc.litellm.key_delete(tokens=missed)
+    if delete_litellm_user and user_id:
+        await _retire_litellm_user(svc, user, user_id, [k for k in held if k not in mine])
     names = {naming.secret_name(user.ref.name, user.spec.secret_name)}
     if user.status.secret_name:
         names.add(user.status.secret_name)
@@ -534,6 +581,55 @@ async def delete_user(svc: Services, user: UserView, *, delete_litellm_user: boo
         secret = await svc.kube.get_secret(user.ref.namespace, name)
         if secret is not None and is_ours(secret, user):
             await svc.kube.delete_secret(user.ref.namespace, name, uid=secret.uid)
+
+
+def _revoked_with(key_alias: str | None, alias: str, aliases: list[str]) -> bool:
+    """A key the deletion revokes: one of ``aliases``, or any retired alias of this user's key."""
+    if not key_alias:
+        return False
+    return key_alias in aliases or key_alias.startswith(naming.retired_alias(alias))
+
+
+async def _user_keys(svc: Services, user_id: str) -> list[KeyRecord]:
+    keys: list[KeyRecord] = []
+    page = 1
+    while True:
+        result = await svc.litellm.key_list(user_id=user_id, page=page, size=100)
+        keys.extend(k for k in result.keys if k.user_id in (None, user_id))
+        if page >= result.total_pages or not result.keys:
+            return keys
+        page += 1
+
+
+async def _retire_litellm_user(svc: Services, user: UserView, user_id: str, foreign: list[KeyRecord]) -> None:
+    """Delete the LiteLLM user row, unless keys we do not own are left under it (/user/delete deletes
+    all of a user's keys). Then the row stays, and so does its membership of any team holding one of
+    those keys (/team/member_delete deletes the member's keys in that team); it leaves our other tier
+    teams."""
+    if not foreign:
+        await svc.litellm.user_delete([user_id])  # also ends its team memberships
+        return
+    row = await read_user(svc, user_id, member=membership_enabled(svc))
+    kept = {k.team_id for k in foreign if k.team_id}
+    for team_id in sorted(t for t in (row.teams if row else ()) if naming.tier_from_team_id(t) is not None):
+        if team_id not in kept:
+            await svc.litellm.team_member_delete(team_id, user_id)
+    ids = ", ".join(sorted(str(naming.key_id(k.token)) for k in foreign))
+    log.warning(
+        "GatewayUser %s/%s deleted; LiteLLM user kept: it holds %d key(s) not managed by it (%s)",
+        user.ref.namespace,
+        user.ref.name,
+        len(foreign),
+        ids,
+    )
+    svc.events(
+        USER_KIND,
+        user.ref,
+        "Warning",
+        REASON_LITELLM_USER_KEPT,
+        f"our key(s) revoked; the LiteLLM user is kept because it holds {len(foreign)} key(s) this "
+        f"GatewayUser does not manage: {ids}",
+    )
 
 
 async def report_error(svc: Services, user: UserView, error: Exception) -> None:
