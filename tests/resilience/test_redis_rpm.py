@@ -89,10 +89,7 @@ def spawn_litellm(ctx: StackContext, name: str, config: Path | None, extra_env: 
     if config is not None:
         env["CONFIG_FILE_PATH"] = str(config)
     env.update(extra_env)
-    argv = [str(stack_litellm.VENV / "bin" / "python"), "-m", "uvicorn", "litellm.proxy.proxy_server:app",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--loop", "uvloop",
-            "--no-server-header", "--timeout-graceful-shutdown", "5", "--log-level", "info"]
-    process = ctx.spawn(name, argv, env=env, cwd=ctx.state_dir(name))
+    process = ctx.spawn(name, stack_litellm.uvicorn_argv(port), env=env, cwd=ctx.state_dir(name))
     return Instance(name, f"http://127.0.0.1:{port}", process)
 
 

@@ -163,6 +163,15 @@ def proxy_env(ctx: StackContext, master_key: str, salt_key: str, port: int) -> d
     return env
 
 
+def uvicorn_argv(port: int) -> list[str]:
+    """LiteLLM's app under uvicorn, as `litellm --config` runs it (same app, config, uvicorn options) minus
+    the CLI's boot-time `prisma migrate diff`: informational only with DISABLE_SCHEMA_UPDATE, it needs the
+    native schema engine, and costs ~15 s of Prisma CLI start-up for nothing here."""
+    return [str(VENV / "bin" / "python"), "-m", "uvicorn", "litellm.proxy.proxy_server:app",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--loop", "uvloop",
+            "--no-server-header", "--timeout-graceful-shutdown", "5", "--log-level", "info"]
+
+
 def _get_json(url: str, timeout: float = 5.0) -> tuple[int, object]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -185,13 +194,7 @@ def start(ctx: StackContext) -> dict[str, str]:
     salt_key = _secret_file(state / "salt-key", "")
     port = free_port()
     env = proxy_env(ctx, master_key, salt_key, port)
-    # LiteLLM's app under uvicorn, as `litellm --config` runs it (same app, config, uvicorn options) minus
-    # the CLI's boot-time `prisma migrate diff`: informational only with DISABLE_SCHEMA_UPDATE, it needs the
-    # native schema engine, and costs ~15 s of Prisma CLI start-up for nothing here.
-    argv = [str(VENV / "bin" / "python"), "-m", "uvicorn", "litellm.proxy.proxy_server:app",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--loop", "uvloop",
-            "--no-server-header", "--timeout-graceful-shutdown", "5", "--log-level", "info"]
-    process = ctx.spawn("litellm", argv, env=env, cwd=state)
+    process = ctx.spawn("litellm", uvicorn_argv(port), env=env, cwd=state)
     base = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
