@@ -234,6 +234,13 @@ def _first(store: Iterable[Any]) -> Any:
     return next(iter(store), None)
 
 
+# Tiers whose team this process provisioned, as reconciled. kopf updates a tier's index entry only when it
+# processes the tier's next event, and that waits until the tier's handler returns, which propagates to
+# every user of the tier (a minute for hundreds of users applied with their tier): until then the index
+# says "not provisioned yet" and users retried meanwhile flipped Ready -> TierNotReady -> Ready.
+_PROVISIONED_TIERS: dict[str, TierView] = {}
+
+
 def _tier_view(name: str, gw_tiers: kopf.Index[str, dict[str, Any]]) -> TierView | None:
     entry = _first(gw_tiers.get(name, ()))
     if entry is None:
@@ -243,6 +250,8 @@ def _tier_view(name: str, gw_tiers: kopf.Index[str, dict[str, Any]]) -> TierView
         status = GatewayTierStatus.model_validate(entry["status"])
     except ValidationError:
         return None
+    if status.team_id is None and name in _PROVISIONED_TIERS:
+        return _PROVISIONED_TIERS[name]
     return TierView(name=name, spec=spec, team_ready=status.team_id is not None)
 
 
@@ -561,7 +570,8 @@ async def _reconcile_tier(body: kopf.Body, name: str, memo: kopf.Memo, retry: in
     async with _kopf_errors(retry, report):
         with metrics.timed(TIER_KIND):
             await tier_service.reconcile_tier(svc, ref, spec, current, users)
-    return TierView(name=name, spec=spec, team_ready=True)
+    view = _PROVISIONED_TIERS[name] = TierView(name=name, spec=spec, team_ready=True)
+    return view
 
 
 @kopf.on.resume(GROUP, VERSION, TIER_PLURAL)  # type: ignore[arg-type]
@@ -617,6 +627,7 @@ async def tier_delete(
 ) -> None:
     users = [f"{u.ref.namespace}/{u.ref.name}" for u in _tier_users(name, gw_users)]
     current = GatewayTierStatus.model_validate(body.get("status") or {})
+    _PROVISIONED_TIERS.pop(name, None)
     async with _kopf_errors(retry):
         await tier_service.delete_tier(memo.services, _ref(body), current, users)
     metrics.forget_tier(name)

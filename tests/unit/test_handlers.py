@@ -168,3 +168,21 @@ async def test_a_missing_peering_object_is_said_at_start(caplog: pytest.LogCaptu
     assert "cannot check that KopfPeering team-c/llmgw exists" in text
     assert "team-b/llmgw does not exist" not in text
     await kube.aclose()
+
+
+async def test_a_tier_provisioned_here_counts_before_the_index_sees_its_team() -> None:
+    from gateway_operator.models import GatewayTierSpec, TierView
+
+    stale = {"coding": [{"spec": TIERS["coding"][0]["spec"], "status": {}}]}  # the team's status not seen yet
+    world = World()
+    put_user(world, {"email": "alice@company.com", "tier": "coding"})
+    with pytest.raises(kopf.TemporaryError, match="not provisioned yet"):
+        await handlers._reconcile_user(world.svc, NS, NAME, stale, {})  # type: ignore[arg-type]
+    spec = GatewayTierSpec.model_validate(TIERS["coding"][0]["spec"])
+    handlers._PROVISIONED_TIERS["coding"] = TierView(name="coding", spec=spec, team_ready=True)
+    try:
+        await handlers._reconcile_user(world.svc, NS, NAME, stale, {})  # type: ignore[arg-type]
+        assert handlers._tier_view("other", stale) is None  # type: ignore[arg-type]
+    finally:
+        handlers._PROVISIONED_TIERS.clear()
+    assert world.kube.statuses[(USER_PLURAL, NS, NAME)]["conditions"][0]["status"] == "True"
