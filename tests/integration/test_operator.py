@@ -17,6 +17,7 @@ import secrets
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -151,6 +152,19 @@ def sha(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+def chat_status(gateway: str, key: str, model: str) -> int:
+    """One small chat completion with ``key``: its HTTP status, -1 when the request itself failed."""
+    try:
+        return httpx.post(
+            f"{gateway}/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+            timeout=30,
+        ).status_code
+    except httpx.HTTPError:
+        return -1
+
+
 class Admin:
     """Direct (un-proxied) admin calls to the real LiteLLM, to inspect and to make 'UI' changes."""
 
@@ -233,31 +247,61 @@ class Harness:
         self.operator = self._new_operator().start()
 
 
-@pytest.fixture(scope="module")
-def h(stack_env: dict[str, str]) -> Iterator[Harness]:
+@contextmanager
+def isolated_harness(env: dict[str, str], namespace: str, run: str) -> Iterator[Harness]:
+    """A test operator behind the AdminProxy while the stack's own operator is paused, and ``namespace``
+    created for it. On exit: the namespace's GatewayUsers, every GatewayTier named ``*-<run>*``, the
+    operator, the proxy and the namespace are removed."""
     with pause_stack_operator():
-        harness = Harness(stack_env)
-        kubectl("create", "namespace", NS)
+        harness = Harness(env)
+        kubectl("create", "namespace", namespace)
         harness.operator.start()
         try:
             yield harness
         finally:
-            kubectl("delete", "gatewayusers", "--all", "-n", NS, "--wait=true", "--timeout=60s", check=False)
-            tiers = kubectl("get", "gatewaytiers", "-o", "name", check=False).split()
-            for name in tiers:
-                if f"-{RUN}" in name:
+            users = ("gatewayusers", "--all", "-n", namespace)
+            kubectl("delete", *users, "--wait=true", "--timeout=90s", check=False)
+            for name in kubectl("get", "gatewaytiers", "-o", "name", check=False).split():
+                if f"-{run}" in name:
                     kubectl("delete", name, "--wait=true", "--timeout=30s", check=False)
             harness.operator.stop()
             harness.proxy.stop()
-            kubectl("delete", "namespace", NS, "--wait=false", check=False)
+            kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def ready_tier(name: str, **spec: Any) -> str:
+    """Applies ``tier(name, **spec)`` and waits until the GatewayTier is Ready; returns its name."""
+    apply(tier(name, **spec))
+    wait_for(
+        f"tier {name} Ready", lambda: (ready(get("gatewaytier", name, None)) or {}).get("status") == "True"
+    )
+    return name
+
+
+def kill_at(h: Harness, path: str, when: str, trigger: Callable[[], object], timeout: float = 30) -> None:
+    """Hold the next admin call to ``path``, run ``trigger``, SIGKILL the operator once the call is held
+    (a held "before" call never reaches LiteLLM; "after" it did and the answer is lost)."""
+    reached, release = h.proxy.hold(path, when)
+    try:
+        trigger()
+        assert reached.wait(timeout), f"the operator never sent {path}"  # type: ignore[attr-defined]
+        h.operator.kill()
+    finally:
+        h.proxy.unhold(path, drop=True)
+        release.set()  # type: ignore[attr-defined]
+    time.sleep(0.5)
+    h.proxy.unhold(path)
+
+
+@pytest.fixture(scope="module")
+def h(stack_env: dict[str, str]) -> Iterator[Harness]:
+    with isolated_harness(stack_env, NS, RUN) as harness:
+        yield harness
 
 
 @pytest.fixture(scope="module")
 def coding(h: Harness) -> str:
-    name = f"coding-{RUN}"
-    apply(tier(name, budget=20, rpm=50, models=("model-balanced", "model-embed")))
-    wait_for("tier Ready", lambda: (ready(get("gatewaytier", name, None)) or {}).get("status") == "True")
-    return name
+    return ready_tier(f"coding-{RUN}", budget=20, rpm=50, models=("model-balanced", "model-embed"))
 
 
 # --- behaviours -----------------------------------------------------------------------------------------
