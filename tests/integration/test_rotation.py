@@ -19,11 +19,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
 from tests.integration import test_operator as it
-from tests.integration.test_operator import SEEN_KEYS, Harness, apply, kubectl, ready, sha, tier, wait_for
-from tests.stack.operator import pause_stack_operator
+from tests.integration.test_operator import SEEN_KEYS, Harness, apply, sha, wait_for
 
 pytestmark = pytest.mark.stack
 
@@ -66,15 +64,7 @@ def reasons(name: str) -> list[str]:
 
 
 def chat(gateway: str, key: str) -> int:
-    try:
-        return httpx.post(
-            f"{gateway}/chat/completions",
-            headers={"Authorization": f"Bearer {key}"},
-            json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
-            timeout=30,
-        ).status_code
-    except httpx.HTTPError:
-        return -1
+    return it.chat_status(gateway, key, MODEL)
 
 
 def rotate(name: str, when: str | None = None) -> str:
@@ -120,28 +110,13 @@ class Traffic:
 
 @pytest.fixture(scope="module")
 def h(stack_env: dict[str, str]) -> Iterator[Harness]:
-    with pause_stack_operator():
-        harness = Harness(stack_env)
-        kubectl("create", "namespace", NS)
-        harness.operator.start()
-        try:
-            yield harness
-        finally:
-            kubectl("delete", "gatewayusers", "--all", "-n", NS, "--wait=true", "--timeout=90s", check=False)
-            for name in kubectl("get", "gatewaytiers", "-o", "name", check=False).split():
-                if f"-{RUN}" in name:
-                    kubectl("delete", name, "--wait=true", "--timeout=30s", check=False)
-            harness.operator.stop()
-            harness.proxy.stop()
-            kubectl("delete", "namespace", NS, "--wait=false", check=False)
+    with it.isolated_harness(stack_env, NS, RUN) as harness:
+        yield harness
 
 
 @pytest.fixture(scope="module")
 def basic(h: Harness) -> str:
-    name = f"rot-{RUN}"
-    apply(tier(name, budget=20, rpm=10000, models=(MODEL,)))
-    wait_for("tier Ready", lambda: (ready(get("gatewaytier", name, None)) or {}).get("status") == "True")
-    return name
+    return it.ready_tier(f"rot-{RUN}", budget=20, rpm=10000, models=(MODEL,))
 
 
 def deployment(name: str, secret: str | None) -> dict[str, Any]:

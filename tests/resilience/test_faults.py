@@ -25,9 +25,9 @@ import httpx
 import pytest
 
 from tests.integration import test_operator as it
-from tests.integration.test_operator import SEEN_KEYS, Harness, apply, kubectl, ready, sha, tier, wait_for
+from tests.integration.test_operator import SEEN_KEYS, Harness, apply, kubectl, sha, wait_for
 from tests.stack.common import StackContext, load_pids, pid_alive
-from tests.stack.operator import OperatorProcess, operator_env, pause_stack_operator
+from tests.stack.operator import OperatorProcess, operator_env
 
 pytestmark = pytest.mark.stack
 
@@ -62,6 +62,15 @@ def secret_value(name: str, namespace: str = NS) -> str | None:
 
 def user(name: str, tier_name: str, **spec: Any) -> dict[str, Any]:
     return it.user(name, tier_name, namespace=NS, **spec)
+
+
+def provisioned(name: str, tier_name: str, timeout: float = 60) -> str:
+    """Applies the GatewayUser, waits until it is Ready and returns the key in its Secret."""
+    apply(user(name, tier_name))
+    wait_ready(name, timeout=timeout)
+    value = secret_value(f"{name}-llm-key", NS)
+    assert value is not None
+    return value
 
 
 # --- invariants ------------------------------------------------------------------------------------------
@@ -114,39 +123,19 @@ def chat(base_url: str, key: str, model: str, timeout: float = 30) -> httpx.Resp
 
 @pytest.fixture(scope="module")
 def h(stack_env: dict[str, str]) -> Iterator[Harness]:
-    with pause_stack_operator():
-        harness = Harness(stack_env)
+    with it.isolated_harness(stack_env, NS, RUN) as harness:
         LOGS.append(harness.operator.log_path)
-        kubectl("create", "namespace", NS)
-        harness.operator.start()
-        try:
-            yield harness
-        finally:
-            kubectl("delete", "gatewayusers", "--all", "-n", NS, "--wait=true", "--timeout=90s", check=False)
-            for name in kubectl("get", "gatewaytiers", "-o", "name", check=False).split():
-                if f"-{RUN}" in name:
-                    kubectl("delete", name, "--wait=true", "--timeout=30s", check=False)
-            harness.operator.stop()
-            harness.proxy.stop()
-            kubectl("delete", "namespace", NS, "--wait=false", check=False)
-
-
-def make_tier(name: str, **kwargs: Any) -> str:
-    apply(tier(name, **kwargs))
-    wait_for(
-        f"tier {name} Ready", lambda: (ready(get("gatewaytier", name, None)) or {}).get("status") == "True"
-    )
-    return name
+        yield harness
 
 
 @pytest.fixture(scope="module")
 def basic(h: Harness) -> str:
-    return make_tier(f"rbasic-{RUN}", budget=20, rpm=1000, models=("model-balanced", "model-cheap"))
+    return it.ready_tier(f"rbasic-{RUN}", budget=20, rpm=1000, models=("model-balanced", "model-cheap"))
 
 
 @pytest.fixture(scope="module")
 def other(h: Harness) -> str:
-    return make_tier(f"rother-{RUN}", budget=50, rpm=100, models=("model-reasoning",))
+    return it.ready_tier(f"rother-{RUN}", budget=50, rpm=100, models=("model-reasoning",))
 
 
 # --- 3. malformed CRs: rejected by the API server, zero LiteLLM calls -----------------------------------
@@ -264,21 +253,9 @@ def test_operator_killed_during_tier_change_applies_it_once_on_the_same_key(
     h: Harness, basic: str, other: str, when: str
 ) -> None:
     name = f"r-upd-{when}"
-    apply(user(name, basic))
-    wait_ready(name)
-    value = secret_value(f"{name}-llm-key", NS)
-    assert value is not None
+    value = provisioned(name, basic)
     h.admin.update_key(sha(value), spend=1.25)
-    reached, release = h.proxy.hold("/key/update", when)
-    try:
-        patch("gatewayuser", name, {"spec": {"tier": other}})
-        assert reached.wait(30), "the operator never sent /key/update"  # type: ignore[attr-defined]
-        h.operator.kill()
-    finally:
-        h.proxy.unhold("/key/update", drop=True)
-        release.set()  # type: ignore[attr-defined]
-    time.sleep(0.5)
-    h.proxy.unhold("/key/update")
+    it.kill_at(h, "/key/update", when, lambda: patch("gatewayuser", name, {"spec": {"tier": other}}))
     # A move to another team is two /key/update calls (drop models and user, then move with both set
     # again; see services/users.py). Held "after", the first one landed: the key is mid-move.
     key = h.admin.key(f"llmgw.{NS}.{name}")
@@ -312,21 +289,9 @@ def test_operator_killed_during_delete_finishes_the_deletion_without_orphans(
     h: Harness, basic: str, path: str, when: str
 ) -> None:
     name = f"r-del-{path.split('/')[1]}-{when}"
-    apply(user(name, basic))
-    wait_ready(name)
-    value = secret_value(f"{name}-llm-key", NS)
-    assert value is not None
+    value = provisioned(name, basic)
     email = (get("gatewayuser", name) or {})["spec"]["email"]
-    reached, release = h.proxy.hold(path, when)
-    try:
-        delete("gatewayuser", name)
-        assert reached.wait(30), f"the finalizer never sent {path}"  # type: ignore[attr-defined]
-        h.operator.kill()
-    finally:
-        h.proxy.unhold(path, drop=True)
-        release.set()  # type: ignore[attr-defined]
-    time.sleep(0.5)
-    h.proxy.unhold(path)
+    it.kill_at(h, path, when, lambda: delete("gatewayuser", name))
     held = get("gatewayuser", name)
     assert held is not None and held["metadata"].get("deletionTimestamp"), "the finalizer holds the CR"
     h.restart()
@@ -348,11 +313,8 @@ BURST = 20
 
 def test_burst_near_exhausted_budget_overshoot_is_bounded(h: Harness) -> None:
     budget = 0.01
-    burst_tier = make_tier(f"rburst-{RUN}", budget=budget, rpm=10000, models=("model-cheap",))
-    apply(user("r-burst", burst_tier))
-    wait_ready("r-burst")
-    value = secret_value("r-burst-llm-key", NS)
-    assert value is not None
+    burst_tier = it.ready_tier(f"rburst-{RUN}", budget=budget, rpm=10000, models=("model-cheap",))
+    value = provisioned("r-burst", burst_tier)
     token = sha(value)
     gateway = h.env["LLM_GATEWAY_URL"]
 
@@ -427,10 +389,7 @@ def _restart_postgres(down_seconds: float) -> tuple[float, float]:
 
 
 def test_postgres_restart_under_traffic_recovers_without_restarting_litellm(h: Harness, basic: str) -> None:
-    apply(user("r-pg", basic))
-    wait_ready("r-pg")
-    value = secret_value("r-pg-llm-key", NS)
-    assert value is not None
+    value = provisioned("r-pg", basic)
     gateway = h.env["LLM_GATEWAY_URL"]
     litellm_pids = [int(str(e["pid"])) for e in load_pids() if e["name"] == "litellm"]
 
@@ -482,10 +441,7 @@ def test_postgres_restart_under_traffic_recovers_without_restarting_litellm(h: H
 
     # A new user after the restart: the operator provisions it and its (uncached) key authenticates.
     started = time.monotonic()
-    apply(user("r-pg-new", basic))
-    wait_ready("r-pg-new", timeout=90)
-    new_value = secret_value("r-pg-new-llm-key", NS)
-    assert new_value is not None
+    new_value = provisioned("r-pg-new", basic, timeout=90)
     wait_for("new key works", lambda: chat(gateway, new_value, "model-cheap").status_code == 200, timeout=60)
     print(f"[measure] new user after the restart: Ready and key working in {time.monotonic() - started:.1f}s")
     converged(h, "r-pg", "r-pg-new")

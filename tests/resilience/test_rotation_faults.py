@@ -19,13 +19,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.integration import test_operator as it
-from tests.integration.test_operator import SEEN_KEYS, Harness, apply, kubectl, ready, sha, tier, wait_for
+from tests.integration.test_operator import SEEN_KEYS, Harness, apply, sha, wait_for
 from tests.resilience.test_faults import assert_no_key_material
-from tests.stack.operator import pause_stack_operator
 
 pytestmark = pytest.mark.stack
 
@@ -50,15 +48,7 @@ def keys_of(h: Harness, name: str) -> dict[str, dict[str, Any]]:
 
 
 def chat(gateway: str, key: str) -> int:
-    try:
-        return httpx.post(
-            f"{gateway}/chat/completions",
-            headers={"Authorization": f"Bearer {key}"},
-            json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
-            timeout=30,
-        ).status_code
-    except httpx.HTTPError:
-        return -1
+    return it.chat_status(gateway, key, MODEL)
 
 
 class OldKeyClient:
@@ -85,51 +75,28 @@ class OldKeyClient:
 
 @pytest.fixture(scope="module")
 def h(stack_env: dict[str, str]) -> Iterator[Harness]:
-    with pause_stack_operator():
-        harness = Harness(stack_env)
-        kubectl("create", "namespace", NS)
-        harness.operator.start()
-        try:
-            yield harness
-        finally:
-            kubectl("delete", "gatewayusers", "--all", "-n", NS, "--wait=true", "--timeout=90s", check=False)
-            for name in kubectl("get", "gatewaytiers", "-o", "name", check=False).split():
-                if f"-{RUN}" in name:
-                    kubectl("delete", name, "--wait=true", "--timeout=30s", check=False)
-            harness.operator.stop()
-            harness.proxy.stop()
-            kubectl("delete", "namespace", NS, "--wait=false", check=False)
+    with it.isolated_harness(stack_env, NS, RUN) as harness:
+        yield harness
 
 
 @pytest.fixture(scope="module")
 def basic(h: Harness) -> str:
-    name = f"rotf-{RUN}"
-    apply(tier(name, budget=20, rpm=10000, models=(MODEL,)))
-    wait_for("tier Ready", lambda: (ready(get("gatewaytier", name, None)) or {}).get("status") == "True")
-    return name
+    return it.ready_tier(f"rotf-{RUN}", budget=20, rpm=10000, models=(MODEL,))
 
 
-def provision(h: Harness, basic: str, name: str, grace: str) -> str:
+def provision(h: Harness, basic: str, prefix: str, path: str, when: str, grace: str) -> tuple[str, str]:
+    """A user named after the step under test (``path``, ``when``), Ready, its key's spend set to 2.0:
+    returns (name, its key)."""
+    name = f"{prefix}-{path.split('/')[-1]}-{when}"
     apply(it.user(name, basic, namespace=NS, keyRotation={"gracePeriod": grace}))
     it.wait_ready(name, NS)
     old = secret_data(name)["api-key"]
     h.admin.update_key(sha(old), spend=2.0)
-    return old
+    return name, old
 
 
-def kill_at(h: Harness, path: str, when: str, trigger: Any) -> None:
-    """Hold the next admin call to ``path``, run ``trigger``, SIGKILL the operator once the call is held
-    (a held "before" call never reaches LiteLLM; "after" it did and the answer is lost)."""
-    reached, release = h.proxy.hold(path, when)
-    try:
-        trigger()
-        assert reached.wait(60), f"the operator never sent {path}"  # type: ignore[attr-defined]
-        h.operator.kill()
-    finally:
-        h.proxy.unhold(path, drop=True)
-        release.set()  # type: ignore[attr-defined]
-    time.sleep(0.5)
-    h.proxy.unhold(path)
+def request_rotation(name: str, at: str) -> None:
+    it.patch("gatewayuser", name, {"metadata": {"annotations": {"llmgateway.io/rotate-at": at}}}, NS)
 
 
 def assert_rotated_once(h: Harness, name: str, old: str) -> str:
@@ -165,19 +132,11 @@ ROTATION_STEPS = [
 def test_killed_at_each_step_of_a_rotation_finishes_it_exactly_once(
     h: Harness, basic: str, path: str, when: str
 ) -> None:
-    name = f"rk-{path.split('/')[-1]}-{when}"
-    old = provision(h, basic, name, grace="10m")
+    name, old = provision(h, basic, "rk", path, when, grace="10m")
     gateway = h.env["LLM_GATEWAY_URL"]
     requested = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     with OldKeyClient(gateway, old) as client:
-        kill_at(
-            h,
-            path,
-            when,
-            lambda: it.patch(
-                "gatewayuser", name, {"metadata": {"annotations": {"llmgateway.io/rotate-at": requested}}}, NS
-            ),
-        )
+        it.kill_at(h, path, when, lambda: request_rotation(name, requested), timeout=60)
         mid = secret_data(name)
         assert mid["api-key"] == old and mid.get("pending-api-key"), "killed mid-rotation"
         h.proxy.reset()
@@ -217,10 +176,9 @@ REVOKE_STEPS = [
 def test_killed_while_revoking_after_the_grace_period_adds_its_spend_once(
     h: Harness, basic: str, path: str, when: str
 ) -> None:
-    name = f"rv-{path.split('/')[-1]}-{when}"
-    old = provision(h, basic, name, grace="12s")
+    name, old = provision(h, basic, "rv", path, when, grace="12s")
     gateway = h.env["LLM_GATEWAY_URL"]
-    it.patch("gatewayuser", name, {"metadata": {"annotations": {"llmgateway.io/rotate-at": "now"}}}, NS)
+    request_rotation(name, "now")
     new = assert_rotated_once(h, name, old)
     alias = f"llmgw.{NS}.{name}"
     # What the old key spends during the grace period (set directly: exact numbers).
@@ -232,7 +190,7 @@ def test_killed_while_revoking_after_the_grace_period_adds_its_spend_once(
         deadline = datetime.fromisoformat(expires.replace("Z", "+00:00"))
         time.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()))
 
-    kill_at(h, path, when, wait_for_expiry)
+    it.kill_at(h, path, when, wait_for_expiry, timeout=60)
     h.restart()
     wait_for("retired key revoked", lambda: set(keys_of(h, name)) == {alias}, timeout=60)
     wait_for("previous-api-key dropped", lambda: "previous-api-key" not in secret_data(name), timeout=30)
