@@ -37,11 +37,16 @@ class MemberFakeLiteLLM(FakeLiteLLM):
     def _teams(self, user_id: str) -> list[str]:
         return list(self.users.get(user_id, {}).get("teams") or [])
 
+    drop_member_add: bool = False  # /user/new's member add fails (LiteLLM logs it, answers 200)
+
     def post_user_new(self, body: dict[str, Any]) -> httpx.Response:
         response = super().post_user_new(body)
-        if response.status_code == 200:
-            self.users[body["user_id"]]["teams"] = [t for t in body.get("teams") or [] if t in self.teams]
-        return response
+        if response.status_code != 200:
+            return response
+        teams = [] if self.drop_member_add else [t for t in body.get("teams") or [] if t in self.teams]
+        self.users[body["user_id"]]["teams"] = teams
+        answer = {k: v for k, v in body.items() if k != "teams"}
+        return httpx.Response(200, json={**answer, "teams": teams} if "teams" in body else answer)
 
     def get_user_info(self, params: dict[str, str]) -> httpx.Response:
         user = self.users.get(params["user_id"])
@@ -166,6 +171,14 @@ async def test_create_joins_the_tier_team_in_the_same_two_admin_calls(mw: Member
         20,
         50,
     )
+
+
+async def test_a_member_add_that_user_new_swallowed_is_done_in_the_same_reconcile(mw: MemberWorld) -> None:
+    mw.litellm.drop_member_add = True
+    await mw.reconcile()
+    assert mw.litellm.writes == ["/user/new", "/team/member_add", "/key/generate"]
+    assert mw.teams() == [CODING_TEAM]
+    mw.assert_converged()
 
 
 async def test_no_op_reconcile_of_a_member_writes_nothing_and_reads_the_light_user_row(

@@ -255,8 +255,12 @@ class LiteLLMClient:
             return None
         return UserRow.model_validate({**payload, "user_id": payload.get("user_id") or user_id})
 
-    async def user_new(self, body: Mapping[str, Any]) -> None:
-        await self._request("POST", "/user/new", body=dict(body))
+    async def user_new(self, body: Mapping[str, Any]) -> tuple[str, ...]:
+        """Creates the user; returns the ids of the teams it is a member of after the call (LiteLLM reads
+        them back when the body names teams; () otherwise)."""
+        payload = await self._request("POST", "/user/new", body=dict(body))
+        teams = payload.get("teams") if isinstance(payload, dict) else None
+        return tuple(str(t) for t in teams or () if isinstance(t, str))
 
     async def user_update(self, user_id: str, changes: Mapping[str, Any]) -> None:
         await self._request("POST", "/user/update", body={"user_id": user_id, **changes})
