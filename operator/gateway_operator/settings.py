@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     health_host: str = Field(default="0.0.0.0", validation_alias=AliasChoices("HEALTH_HOST"))
     health_port: int = Field(default=8080, ge=0, le=65535, validation_alias=AliasChoices("HEALTH_PORT"))
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
+    # Each LiteLLM user joins its tier's team. Saves LiteLLM ~5 ms CPU per request (a missing membership row
+    # is looked up on every request, never cached), but a member's /user/info lists every key of the tier
+    # (alias, hash, email, spend) and bulk onboarding is ~3x slower (each join rewrites the team's member
+    # list). Off by default; see README "Tier-team membership".
+    team_membership: bool = Field(default=False, validation_alias=AliasChoices("TEAM_MEMBERSHIP"))
     # Kopf peering name; empty runs standalone (a single replica, which is what the chart deploys).
     peering: str = Field(default="", validation_alias=AliasChoices("KOPF_PEERING"))
     # With peering, only the live replica of the highest priority acts; the others stand by and take over when

@@ -115,7 +115,6 @@ class MemberWorld(World):
         self.set_membership(membership)
 
     def set_membership(self, on: bool) -> None:
-        # settings.py declares TEAM_MEMBERSHIP as ``team_membership``; absent, the feature is off.
         self.svc.settings = self.svc.settings.model_copy(update={"team_membership": on})
 
     def teams(self) -> list[str]:

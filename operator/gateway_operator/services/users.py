@@ -134,11 +134,11 @@ async def write_secret(
 
 
 def membership_enabled(svc: Services) -> bool:
-    """TEAM_MEMBERSHIP (``settings.team_membership``; off while settings.py does not declare it): each
-    LiteLLM user is a member of its tier's team. A key with a team and a user makes LiteLLM's auth look up
-    that membership row on every request, and a missing row is not cached; but a member's /user/info lists
-    every key of the team (aliases, hashes, emails, spend) and /key/info answers for teammates' keys."""
-    return bool(getattr(svc.settings, "team_membership", False))
+    """TEAM_MEMBERSHIP (``settings.team_membership``, off by default): each LiteLLM user is a member of its
+    tier's team. A key with a team and a user makes LiteLLM's auth look up that membership row on every
+    request, and a missing row is not cached; but a member's /user/info lists every key of the team
+    (aliases, hashes, emails, spend) and /key/info answers for teammates' keys."""
+    return svc.settings.team_membership
 
 
 async def read_user(svc: Services, user_id: str, *, member: bool) -> UserRow | None:
@@ -349,9 +349,7 @@ async def ensure_key(
     if retired is None and user.status.key_id:
         # A scheduled rotation renamed the old key, then the Secret (and its pending key) was lost: carry
         # that key's spend; it stays in its grace period (revoked by the GC after llmgw_retire_after).
-        rotated = await svc.litellm.key_by_alias(
-            naming.retired_alias(desired.key_alias, user.status.key_id)
-        )
+        rotated = await svc.litellm.key_by_alias(naming.retired_alias(desired.key_alias, user.status.key_id))
     spend = retired.spend if retired else 0.0
     if rotated is not None:
         spend = rot.carried_spend(rotated.metadata, rotated.spend)
