@@ -40,13 +40,11 @@ RELOGIN_SECONDS = 60.0
 TIMEOUT = httpx.Timeout(30.0, connect=10.0, pool=None)
 # Few connections, all kept alive: each TLS connection costs ~300 KiB (asyncio's 256 KiB read buffer +
 # OpenSSL), a closed one a fresh handshake, and httpcore's per-request bookkeeping grows with requests x
-# connections. 1,000 GETs at once against the stack's API server (2 cores, loaded): 7.3-7.7 ms CPU per
-# request with 32 connections, 5.0-5.4 with 8, 3.7-4.4 with 4, and no slower in wall time (the API server
-# answers in milliseconds; 8 connections carry hundreds of requests per second).
+# connections. `python -m tests.bench.kube_pool`: 1,000 concurrent GETs cost 4.3 ms CPU per request with 8
+# connections behind the gate, 5.0 with 32 (6.7 with 32 and no gate), and are no slower in wall time.
 LIMITS = httpx.Limits(max_connections=8, max_keepalive_connections=8)
 # Requests wait for a connection here, not in httpcore's pool: httpcore re-scans its whole queue of
-# waiting requests whenever a connection frees up, which is O(queue) per request and O(N^2) over a burst
-# (1,000 queued GETs cost ~2x the CPU per request of the same GETs queued behind this gate).
+# waiting requests whenever a connection frees up, which is O(queue) per request and O(N^2) over a burst.
 IN_FLIGHT = LIMITS.max_connections or 8
 
 Login = Callable[[], "kopf.ConnectionInfo | None"]
