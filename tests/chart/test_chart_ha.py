@@ -19,6 +19,7 @@ import json
 import secrets
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -401,7 +402,9 @@ def applied(
     """(mode, user namespace, peering name, render): the HA render's ServiceAccount, RBAC and peering
     objects applied for real (the workloads are not: replicas run as local processes)."""
     mode = str(request.param)
-    user_ns = f"ha-{RUN}-{mode[:3]}"
+    # A fresh namespace per use: the previous test's one is deleted without waiting, and a namespace still
+    # Terminating looks present to ensure_namespace and then vanishes under the test (seen in CI).
+    user_ns = f"ha-{RUN}-{mode[:3]}-{uuid.uuid4().hex[:6]}"
     peering = f"ha-{RUN}-{mode[:3]}"
     ensure_namespace(user_ns)
     r = ha_render(peering, user_ns if mode == "watch-namespaces" else None, lifetime=15)
