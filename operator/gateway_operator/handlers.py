@@ -658,9 +658,12 @@ async def tier_resync(
         async def reconcile(user: UserView) -> None:
             await _reconcile_user(svc, user.ref.namespace or "", user.ref.name, gw_tiers, gw_users)
 
+        def latest(user: UserView) -> UserView | None:
+            return _user_view(_first(gw_users.get((user.ref.namespace or "", user.ref.name), ())))
+
         try:
             with metrics.timed("Resync"):
-                report = await sync_service.resync_tier(svc, tier, by_alias, reconcile)
+                report = await sync_service.resync_tier(svc, tier, by_alias, reconcile, latest)
         except (LiteLLMError, K8sError) as error:
             logger.warning(f"resync failed: {error}")
             continue

@@ -144,3 +144,30 @@ async def test_tier_not_ready_blocks_users_without_calls() -> None:
     await users.reconcile_user(world.svc, view(world, 0), pending)
     assert world.litellm.reads == [] and world.litellm.writes == []
     assert world.kube.statuses[(USER_PLURAL, "demo", "u0")]["conditions"][0]["reason"] == "TierNotReady"
+
+
+async def test_resync_looks_at_the_user_as_known_now_before_reconciling_it() -> None:
+    """A pass works from a snapshot taken before its (slow) listing: a user that was still waiting for its
+    key then and is Ready now is synced, not reconciled again; one gone since is left alone."""
+    world = World()
+    current = await populate(world, 3)
+    waiting = GatewayUserStatus.model_validate({"observedGeneration": 1})  # snapshot: no key yet
+    snapshot = {alias: u.model_copy(update={"status": waiting}) for alias, u in current.items()}
+    reconciled: list[str] = []
+
+    async def reconcile(user: UserView) -> None:
+        reconciled.append(user.ref.name)
+
+    gone = naming.key_alias("demo", "u2")
+
+    def latest(user: UserView) -> UserView | None:
+        alias = naming.key_alias(user.ref.namespace or "", user.ref.name)
+        return None if alias == gone else current[alias]
+
+    world.reset_counts()
+    report = await sync.resync_tier(world.svc, CODING, snapshot, reconcile, latest)
+    assert reconciled == [] and report.repaired == []
+    assert report.synced == 2 and world.litellm.writes == []
+    # Without the look (the snapshot alone), all three would have been reconciled again.
+    await sync.resync_tier(world.svc, CODING, snapshot, reconcile)
+    assert sorted(reconciled) == ["u0", "u1", "u2"]

@@ -35,6 +35,7 @@ PAGE_SIZE = 100  # LiteLLM 1.108.7 caps /key/list at 100 per page
 TEAM_INFO_MAX_KEYS = 2000
 
 Reconcile = Callable[[UserView], Awaitable[None]]
+Latest = Callable[[UserView], UserView | None]
 
 GC_ACTIONS = metrics.ORPHAN_ACTIONS
 REASON_REVOKED = "OrphanKeysRevoked"
@@ -118,8 +119,12 @@ async def resync_tier(
     tier: TierView,
     users_by_alias: Mapping[str, UserView],
     reconcile: Reconcile,
+    latest: Latest | None = None,
 ) -> SyncReport:
-    """``users_by_alias``: every live GatewayUser the operator knows (all tiers), by key alias."""
+    """``users_by_alias``: every live GatewayUser the operator knows (all tiers), by key alias, as of the
+    start of the pass. ``latest``: the user as the operator knows it now (None: gone), asked before a
+    reconcile. Listing a big tier takes minutes, and in a bulk a user still waiting for its key in the
+    snapshot is often Ready by the time the pass reaches it: without the look, the pass re-reconciled it."""
     report = SyncReport(tier=tier.name)
     members = sum(1 for u in users_by_alias.values() if u.spec.tier == tier.name)
     keys, report.pages = await list_team_keys(svc, naming.team_id(tier.name), expected=members)
@@ -134,6 +139,13 @@ async def resync_tier(
             continue  # another tier's daemon looks after it
         if key is None and user.status.observed_generation is None:
             continue  # never reconciled yet: it is in kopf's queue (a bulk create), kopf looks after it
+        if _needs_reconcile(user, tier, key) and latest is not None:
+            now_known = latest(user)
+            if now_known is None or now_known.ref.deleting:
+                continue
+            if key is None and now_known.status.observed_generation is None:
+                continue
+            user = now_known
         if _needs_reconcile(user, tier, key):
             report.repaired.append(f"{user.ref.namespace}/{user.ref.name}")
             try:
