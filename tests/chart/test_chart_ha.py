@@ -42,6 +42,8 @@ from tests.chart.helm import (
     template_text,
 )
 from tests.chart.test_operator_under_chart_rbac import (
+    apply_tier,
+    apply_user,
     get,
     kubectl,
     ready,
@@ -564,31 +566,12 @@ def test_two_replicas_under_the_chart_rbac_never_act_together_and_hand_over_on_e
             kopf_log = "Pausing all operators"  # what kopf says when replicas share the top priority
             assert kopf_log not in active.log_text() + standby.log_text()
 
-            kubectl(
-                "apply",
-                "-f",
-                "-",
-                stdin=json.dumps(
-                    {
-                        "apiVersion": "llmgateway.io/v1alpha1",
-                        "kind": "GatewayTier",
-                        "metadata": {"name": tier},
-                        "spec": {"monthlyBudgetUSD": 5, "rpmLimit": 20, "models": ["model-cheap"]},
-                    }
-                ),
-            )
+            apply_tier(tier)
 
-            def user(name: str) -> str:
-                return json.dumps(
-                    {
-                        "apiVersion": "llmgateway.io/v1alpha1",
-                        "kind": "GatewayUser",
-                        "metadata": {"name": name, "namespace": ns},
-                        "spec": {"email": f"{name}-{RUN}-{mode[:3]}@example.com", "tier": tier},
-                    }
-                )
+            def apply(name: str) -> None:
+                apply_user(name, ns, f"{name}-{RUN}-{mode[:3]}@example.com", tier)
 
-            kubectl("apply", "-f", "-", stdin=user(users[0]))
+            apply(users[0])
             wait_for("first user Ready", lambda: ready(get("gatewayuser", users[0], ns)), timeout=90)
             wait_for("the active replica logs the handler", lambda: handled(active, ns, users[0]), timeout=15)
             mine = (f"[{ns}/", f"[{tier}]")
@@ -615,7 +598,7 @@ def test_two_replicas_under_the_chart_rbac_never_act_together_and_hand_over_on_e
             )
             takeover = time.monotonic() - stopped_at
             assert active_pod not in peering_records(mode, ns, peering), "a clean exit removes its record"
-            kubectl("apply", "-f", "-", stdin=user(users[1]))
+            apply(users[1])
             wait_for("second user Ready", lambda: ready(get("gatewayuser", users[1], ns)), timeout=90)
             wait_for("the new active replica logs it", lambda: handled(standby, ns, users[1]), timeout=15)
             assert not handled(active, ns, users[1])
@@ -705,29 +688,11 @@ def test_a_namespaced_operator_waits_for_the_kopf_peering_object_the_chart_rende
     assert chart_env["WATCH_NAMESPACES"] == ns and chart_env["KOPF_PEERING"] == peering
     tier = f"ha-{RUN}-obj"
     replica = OperatorProcess(f"operator-ha-{RUN}-obj", operator_env(kopf_crds, 0, **chart_env))
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        stdin=json.dumps(
-            {
-                "apiVersion": "llmgateway.io/v1alpha1",
-                "kind": "GatewayTier",
-                "metadata": {"name": tier},
-                "spec": {"monthlyBudgetUSD": 5, "rpmLimit": 20, "models": ["model-cheap"]},
-            }
-        ),
-    )
-    user = {
-        "apiVersion": "llmgateway.io/v1alpha1",
-        "kind": "GatewayUser",
-        "metadata": {"name": "carol", "namespace": ns},
-        "spec": {"email": f"carol-{RUN}@example.com", "tier": tier},
-    }
+    apply_tier(tier)
     with cast(AbstractContextManager[object], pause_stack_operator()):
         replica.start()
         try:
-            kubectl("apply", "-f", "-", stdin=json.dumps(user))
+            apply_user("carol", ns, f"carol-{RUN}@example.com", tier)
             time.sleep(15)  # Ready takes 1-3 s here when the operator acts
             assert not ready(get("gatewayuser", "carol", ns))
             assert f"[{ns}/carol]" not in replica.log_text()

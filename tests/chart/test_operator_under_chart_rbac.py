@@ -46,6 +46,23 @@ def kubectl(
     return result.stdout
 
 
+def apply_tier(name: str) -> None:
+    """A small GatewayTier ($5, 20 RPM, model-cheap) for the tests that need one."""
+    spec = {"monthlyBudgetUSD": 5, "rpmLimit": 20, "models": ["model-cheap"]}
+    tier = {"apiVersion": "llmgateway.io/v1alpha1", "kind": "GatewayTier", "metadata": {"name": name}}
+    kubectl("apply", "-f", "-", stdin=json.dumps({**tier, "spec": spec}))
+
+
+def apply_user(name: str, namespace: str, email: str, tier: str) -> None:
+    user = {
+        "apiVersion": "llmgateway.io/v1alpha1",
+        "kind": "GatewayUser",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"email": email, "tier": tier},
+    }
+    kubectl("apply", "-f", "-", stdin=json.dumps(user))
+
+
 def get(kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
     args = ["get", kind, name, "-o", "json", "--ignore-not-found"] + (["-n", namespace] if namespace else [])
     out = kubectl(*args)
@@ -152,32 +169,8 @@ def test_operator_does_its_whole_job_with_only_the_chart_rbac(
 ) -> None:
     mode, ns, operator = operator_as_chart_sa
     tier, user = f"rbac-{RUN}-{mode[:3]}", "alice"
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        stdin=json.dumps(
-            {
-                "apiVersion": "llmgateway.io/v1alpha1",
-                "kind": "GatewayTier",
-                "metadata": {"name": tier},
-                "spec": {"monthlyBudgetUSD": 5, "rpmLimit": 20, "models": ["model-cheap"]},
-            }
-        ),
-    )
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        stdin=json.dumps(
-            {
-                "apiVersion": "llmgateway.io/v1alpha1",
-                "kind": "GatewayUser",
-                "metadata": {"name": user, "namespace": ns},
-                "spec": {"email": f"alice-{RUN}-{mode[:3]}@example.com", "tier": tier},
-            }
-        ),
-    )
+    apply_tier(tier)
+    apply_user(user, ns, f"alice-{RUN}-{mode[:3]}@example.com", tier)
     try:
         # create: LiteLLM user + key, the Secret, status and events; the tier's status too.
         obj = wait_for("GatewayUser Ready", lambda: (o := get("gatewayuser", user, ns)) and ready(o) and o)
