@@ -124,6 +124,42 @@ async def wait_resumed(proxy: AdminProxy, population: int) -> None:
         await asyncio.sleep(0.5)
 
 
+async def settle_after_burst(proxy: AdminProxy, timeout: float) -> str:
+    """After a burst: how long admin calls kept coming once every user was Ready (a resync pass that
+    started during the burst works through its snapshot), as text for the table."""
+    started, calls = time.monotonic(), proxy.count("")
+    try:
+        last = await wait_quiet(proxy, quiet=3, timeout=timeout)
+    except TimeoutError:
+        more = proxy.count("") - calls
+        return f"admin calls still arriving {timeout:.0f} s after all were Ready ({more} calls)"
+    seconds = max(0.0, last - started)
+    return f"quiet {seconds:.0f} s after all were Ready ({proxy.count('') - calls} more calls)"
+
+
+async def restart_at_size(
+    operator: BenchOperator, proxy: AdminProxy, memory: Result, population: int
+) -> None:
+    """Restart the operator with ``population`` users in the cluster: how long the resume pass takes and
+    what it costs in memory (kopf holds every resumed user at once, as in a burst of applies)."""
+    proxy.reset()
+    cpu = CpuMeter().start()
+    restarted = time.perf_counter()
+    await asyncio.to_thread(operator.restart)
+    cpu.names[operator.pid] = "operator"  # a new process: its CPU before start() was 0
+    await wait_resumed(proxy, population)
+    resumed = time.perf_counter() - restarted
+    resume_now, resume_peak = operator.rss()
+    used = cpu.stop()
+    writes = sum(proxy.writes().values())
+    memory.add(
+        f"operator RSS at {population} users after a restart",
+        f"{resume_now:.0f} MiB (peak {resume_peak:.0f} MiB during the resume pass)",
+        note=f"resume pass: {proxy.count('')} admin calls ({writes} writes) in {resumed:.0f} s",
+    )
+    memory.add(f"CPU during the resume of {population} users", describe(used, resumed))
+
+
 # --- LiteLLM's own view ---------------------------------------------------------------------------------
 
 
@@ -676,16 +712,17 @@ async def bench_operator_scale(
                 elapsed = time.perf_counter() - started
                 used = cpu.stop()
                 big_now, big_peak = operator.rss()
-                await wait_quiet(proxy, quiet=3)
+                settle = await settle_after_burst(proxy, timeout=max(600.0, len(more) * 0.12))
                 audit = await audit_keys(stack_env, kube, namespace, tier, names + more)
                 memory.add(
                     f"operator RSS at {opts.big_users} users",
                     f"{big_now:.0f} MiB (peak {big_peak:.0f} MiB)",
                     note=f"{len(more)} more users Ready in {elapsed:.0f} s ({len(more) / elapsed:.0f}/s), "
                     f"{proxy.count('') / len(more):.2f} admin calls per user, in flight peak "
-                    f"{proxy.max_in_flight}; {audit.text()}",
+                    f"{proxy.max_in_flight}; {settle}; {audit.text()}",
                 )
                 memory.add(f"CPU while adding {len(more)} users", describe(used, elapsed))
+                await restart_at_size(operator, proxy, memory, await kube.count_all_users())
             if memory is not None:
                 memory.note(
                     "RSS = VmRSS of the operator process (/proc/<pid>/status); peak = VmHWM since it started."
