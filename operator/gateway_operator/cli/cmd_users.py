@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,7 +13,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gateway_operator import naming
-from gateway_operator.cli import resources
+from gateway_operator.cli import batches, resources
 from gateway_operator.cli.common import handle_errors, options, run
 from gateway_operator.cli.csvimport import CsvProblem, CsvResult, CsvUser, parse_users_csv
 from gateway_operator.cli.emails import email_problem
@@ -36,6 +38,11 @@ NamespaceOpt = Annotated[
     typer.Option("--namespace", "-n", help="Namespace of the GatewayUsers [default: the context's]"),
 ]
 APPLY_CONCURRENCY = 8
+BATCH_TIMEOUT = 300.0  # seconds a batch may take to be Ready
+POLL_SECONDS = 1.5  # between LISTs while a batch gets Ready
+PROGRESS_EVERY = 15.0  # seconds between "still waiting" lines
+BLOCKED_GRACE = 10.0  # a conflict can be the operator's index lagging a moment: look twice before giving up
+NOT_READY_SHOWN = 50  # users named on failure; the rest are counted
 
 
 def _offline_problems(objs: list[dict[str, Any]]) -> Report:
@@ -125,10 +132,10 @@ async def _add(
                 fix="run 'gatewayctl tiers apply' or pick a known tier",
             )
         await _check_email_free(k8s, obj)
-        result = await k8s.apply(obj)
+        result, generation = await k8s.apply_generation(obj)
         if not wait:
             return result, None
-        return result, await _wait_ready(k8s, obj, timeout)
+        return result, await _wait_ready(k8s, obj, timeout, generation)
 
 
 async def _check_email_free(k8s: Kube, obj: dict[str, Any]) -> None:
@@ -145,23 +152,21 @@ async def _check_email_free(k8s: Kube, obj: dict[str, Any]) -> None:
             )
 
 
-async def _wait_ready(k8s: Kube, obj: dict[str, Any], timeout: float) -> dict[str, Any]:
+async def _wait_ready(
+    k8s: Kube, obj: dict[str, Any], timeout: float, generation: int | None = None
+) -> dict[str, Any]:
+    """The user once Ready for `generation` (the one just applied: a Ready from before does not count)."""
     meta = obj["metadata"]
     deadline = asyncio.get_running_loop().time() + timeout
-    current: dict[str, Any] | None = None
+    verdict = batches.verdict(None, generation)
     while asyncio.get_running_loop().time() < deadline:
         current = await k8s.get(USER_KIND, meta["name"], meta["namespace"])
-        for cond in ((current or {}).get("status") or {}).get("conditions") or []:
-            if cond.get("type") == "Ready" and cond.get("status") == "True":
-                assert current is not None
-                return current
+        verdict = batches.verdict(current, generation)
+        if verdict.state == "ready" and current is not None:
+            return current
         await asyncio.sleep(0.5)
-    reason = ""
-    for cond in ((current or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            reason = f" (Ready={cond.get('status')} {cond.get('reason', '')}: {cond.get('message', '')})"
     raise CliError(
-        f"not Ready after {timeout:.0f}s{reason}",
+        f"not Ready after {timeout:.0f}s ({verdict.detail})",
         obj=object_ref(obj),
         fix="check 'gatewayctl health' and the operator's logs",
     )
@@ -217,16 +222,44 @@ def import_csv(
             "--tiers", help="GatewayTier manifests to check tiers against offline [default: standard]"
         ),
     ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            help="With --apply: apply N rows, wait until they are Ready, then the next N"
+            " [default: all at once]",
+            metavar="N",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            help=f"With --batch-size: seconds each batch may take to be Ready [default: {BATCH_TIMEOUT:g}]",
+            metavar="SECONDS",
+        ),
+    ] = None,
 ) -> None:
     """Onboard users from a CSV (email,tier,alias): validate, then write YAML or apply.
 
     Every row is checked first and every problem reported with its line number; nothing is written
     or applied unless all rows are valid. Without --out or --apply it only validates. Re-running is a
-    no-op."""
+    no-op. With --batch-size N, rows are applied N at a time in CSV order, each batch waiting until its
+    users are Ready; a batch that is not Ready in time stops the import before the next batch."""
     if out is not None and apply:
         raise CliError(
             "--out and --apply are exclusive", fix="write YAML for GitOps or apply directly, not both"
         )
+    if batch_size is not None and not apply:
+        raise CliError("--batch-size needs --apply", fix="add --apply, or leave --batch-size out")
+    if batch_size is not None and batch_size < 1:
+        raise CliError(f"--batch-size must be at least 1, not {batch_size}", fix="pass --batch-size 100")
+    if timeout is not None and batch_size is None:
+        raise CliError(
+            "--timeout limits the wait of each batch and needs --batch-size", fix="add --batch-size N"
+        )
+    if timeout is not None and not timeout > 0:
+        raise CliError(f"--timeout must be more than 0 seconds, not {timeout:g}", fix="pass --timeout 300")
     try:
         data = csv_file.read_bytes()
     except OSError as error:
@@ -234,7 +267,8 @@ def import_csv(
     source = str(csv_file)
     opts = options(ctx)
     if apply:
-        run(_import_apply(opts.context, data, source, namespace))
+        batching = Batching(batch_size, BATCH_TIMEOUT if timeout is None else timeout) if batch_size else None
+        run(_import_apply(opts.context, data, source, namespace, batching))
         return
     ns = namespace or context_namespace(opts.context)
     result, objs = _parse_and_build(data, source, ns, _known_tiers_offline(tiers or []))
@@ -302,7 +336,15 @@ def _preview(users: list[CsvUser], namespace: str) -> None:
     emit(rows, columns, Format.table)
 
 
-async def _import_apply(context: str | None, data: bytes, source: str, namespace: str | None) -> None:
+@dataclass(frozen=True)
+class Batching:
+    size: int
+    timeout: float  # seconds each batch may take to be Ready, counted from its last apply
+
+
+async def _import_apply(
+    context: str | None, data: bytes, source: str, namespace: str | None, batching: Batching | None = None
+) -> None:
     from gateway_operator.cli import kube  # lazy: the client takes ~2 s to import
 
     async with kube.connect(context) as k8s:
@@ -318,6 +360,10 @@ async def _import_apply(context: str | None, data: bytes, source: str, namespace
                 fix="remove those rows or delete the other GatewayUsers",
             )
         existing = {(u["metadata"]["namespace"], u["metadata"]["name"]): u for u in everyone}
+        rows = list(zip(result.users, objs, strict=True))
+        if batching is not None:
+            await _apply_in_batches(k8s, rows, existing, ns, source, batching)
+            return
         counts = {"created": 0, "updated": 0, "unchanged": 0}
         failures: list[CsvProblem] = []
         semaphore = asyncio.Semaphore(APPLY_CONCURRENCY)
@@ -340,12 +386,194 @@ async def _import_apply(context: str | None, data: bytes, source: str, namespace
                         failures.append(CsvProblem(user.line, error.line()))
                     progress.advance(task)
 
-            await asyncio.gather(*(one(user, obj) for user, obj in zip(result.users, objs, strict=True)))
+            await asyncio.gather(*(one(user, obj) for user, obj in rows))
         summary = ", ".join(f"{count} {what}" for what, count in counts.items())
         if failures:
             _print_problems(failures, source)
             raise CliError(f"{len(failures)} of {len(objs)} GatewayUsers failed to apply ({summary})")
         console().print(f"{len(objs)} GatewayUsers in namespace {ns}: {summary}")
+
+
+@dataclass
+class _Applied:
+    user: CsvUser
+    obj: dict[str, Any]
+    outcome: str
+    generation: int | None
+
+
+async def _apply_batch(
+    k8s: Kube,
+    batch: list[tuple[CsvUser, dict[str, Any]]],
+    existing: dict[tuple[str, str], dict[str, Any]],
+    ns: str,
+) -> tuple[list[_Applied], list[CsvProblem]]:
+    """Apply one batch, APPLY_CONCURRENCY in flight; results in CSV order."""
+    semaphore = asyncio.Semaphore(APPLY_CONCURRENCY)
+    failures: list[CsvProblem] = []
+
+    async def one(user: CsvUser, obj: dict[str, Any]) -> _Applied | None:
+        async with semaphore:
+            try:
+                outcome, generation = await k8s.apply_generation(
+                    obj, existing.get((ns, obj["metadata"]["name"]))
+                )
+            except CliError as error:
+                failures.append(CsvProblem(user.line, error.line()))
+                return None
+        return _Applied(user, obj, outcome, generation)
+
+    done = await asyncio.gather(*(one(user, obj) for user, obj in batch))
+    return [a for a in done if a is not None], failures
+
+
+async def _apply_in_batches(
+    k8s: Kube,
+    rows: list[tuple[CsvUser, dict[str, Any]]],
+    existing: dict[tuple[str, str], dict[str, Any]],
+    ns: str,
+    source: str,
+    batching: Batching,
+) -> None:
+    err = console(stderr=True)
+    chunks = batches.split(rows, batching.size)
+    totals = {"created": 0, "updated": 0, "unchanged": 0}
+    settled: list[tuple[_Applied, batches.Verdict]] = []
+    started = time.monotonic()
+    applied_rows = 0
+    for index, chunk in enumerate(chunks, start=1):
+        batch_started = time.monotonic()
+        applied, failures = await _apply_batch(k8s, chunk, existing, ns)
+        applied_rows += len(applied)
+        counts = {"created": 0, "updated": 0, "unchanged": 0}
+        for item in applied:
+            counts[item.outcome] += 1
+            totals[item.outcome] += 1
+        if failures:
+            _print_problems(failures, source)
+            raise CliError(
+                f"batch {index}/{len(chunks)}: {len(failures)} of {len(chunk)} GatewayUsers failed to apply "
+                f"({batches.counts_text(counts)}); {batches.not_applied_text(applied_rows, len(rows))}",
+                fix="fix the lines above and run the same command again (applied rows come back unchanged)",
+            )
+        ready, verdicts = await _wait_batch(
+            k8s, applied, existing, ns, (index, len(chunks)), batching.timeout
+        )
+        if not ready:
+            _report_not_ready(applied, verdicts, source, ns)
+            pending = [v for v in verdicts.values() if not v.done]
+            blocked = all(v.state == "blocked" for v in pending)
+            waited = "is blocked" if blocked else f"not Ready after {batching.timeout:g} s"
+            raise CliError(
+                f"batch {index}/{len(chunks)} {waited}: {len(pending)} of {len(chunk)} GatewayUsers "
+                f"not Ready ({batches.reasons_text(pending)}); "
+                f"{batches.not_applied_text(applied_rows, len(rows))}",
+                fix="fix the cause shown above (see also 'gatewayctl health' and the operator's logs), then "
+                "run the same command again: re-running is safe, applied rows come back unchanged"
+                + ("" if blocked else "; or raise --timeout"),
+            )
+        batch_settled = [(a, verdicts[_name(a)]) for a in applied if verdicts[_name(a)].state == "settled"]
+        settled.extend(batch_settled)
+        err.print(
+            batches.batch_line(
+                index, len(chunks), counts, time.monotonic() - batch_started, len(batch_settled)
+            ),
+            markup=False,
+            soft_wrap=True,
+        )
+    summary = ", ".join(f"{count} {what}" for what, count in totals.items())
+    console().print(
+        f"{len(rows)} GatewayUsers in namespace {ns}: {summary}; Ready in {len(chunks)} batch(es) of "
+        f"{batching.size} ({time.monotonic() - started:.0f} s)"
+    )
+    for item, verdict in settled:
+        err.print(
+            f"{source}:{item.user.line}: {object_ref(item.obj)} provisioned, not Ready: {verdict.detail}",
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+def _name(item: _Applied) -> str:
+    return str(item.obj["metadata"]["name"])
+
+
+async def _wait_batch(
+    k8s: Kube,
+    applied: list[_Applied],
+    existing: dict[tuple[str, str], dict[str, Any]],
+    ns: str,
+    position: tuple[int, int],
+    timeout: float,
+) -> tuple[bool, dict[str, batches.Verdict]]:
+    """Wait until every applied user is done for the generation applied: (all done?, verdict by name).
+
+    One LIST of the namespace a poll, never a GET a user: cheap for the API server at 10,000 users. Stops
+    early when every user still pending needs a person (Secret or email conflict, invalid spec) for
+    BLOCKED_GRACE seconds in a row."""
+    verdicts: dict[str, batches.Verdict] = {}
+    pending: dict[str, _Applied] = {}
+    for item in applied:
+        if item.outcome == "unchanged":  # already done before this run: no need to look again
+            before = batches.verdict(existing.get((ns, _name(item))), item.generation)
+            if before.done:
+                verdicts[_name(item)] = before
+                continue
+        pending[_name(item)] = item
+    if not pending:
+        return True, verdicts
+    clock = asyncio.get_running_loop().time
+    started = clock()
+    deadline = started + timeout
+    blocked_since: float | None = None
+    last_note = started
+    while True:
+        list_started = clock()
+        listed = {u["metadata"]["name"]: u for u in await k8s.list_users(ns)}
+        list_seconds = clock() - list_started
+        for name, item in list(pending.items()):
+            verdicts[name] = batches.verdict(listed.get(name), item.generation)
+            if verdicts[name].done:
+                del pending[name]
+        if not pending:
+            return True, verdicts
+        now = clock()
+        still = [verdicts[name] for name in pending]
+        if all(v.state == "blocked" for v in still):
+            blocked_since = now if blocked_since is None else blocked_since
+            if now - blocked_since >= BLOCKED_GRACE:
+                return False, verdicts
+        else:
+            blocked_since = None
+        if now >= deadline:
+            return False, verdicts
+        if now - last_note >= PROGRESS_EVERY:
+            line = batches.waiting_line(
+                *position, len(applied) - len(pending), len(applied), now - started, still
+            )
+            console(stderr=True).print(line, markup=False, soft_wrap=True)
+            last_note = now
+        # a LIST of thousands of users is not free: poll no more often than twice its duration
+        await asyncio.sleep(min(max(POLL_SECONDS, 2 * list_seconds), deadline - now))
+
+
+def _report_not_ready(
+    applied: list[_Applied], verdicts: dict[str, batches.Verdict], source: str, ns: str
+) -> None:
+    err = console(stderr=True)
+    stuck = [item for item in applied if not verdicts[_name(item)].done]
+    for item in stuck[:NOT_READY_SHOWN]:
+        err.print(
+            f"{source}:{item.user.line}: {object_ref(item.obj)} not Ready: {verdicts[_name(item)].detail}",
+            markup=False,
+            soft_wrap=True,
+        )
+    if len(stuck) > NOT_READY_SHOWN:
+        err.print(
+            f"... and {len(stuck) - NOT_READY_SHOWN} more ('gatewayctl users list -n {ns}' shows them all)",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _email_conflicts(

@@ -108,12 +108,18 @@ class Kube:
         """Server-side apply `obj` unless the cluster already has it as written: re-runs make no writes.
 
         `existing` is the object as listed beforehand (None: known absent); True means fetch it now."""
+        return (await self.apply_generation(obj, existing))[0]
+
+    async def apply_generation(
+        self, obj: dict[str, Any], existing: dict[str, Any] | bool | None = True
+    ) -> tuple[ApplyResult, int | None]:
+        """`apply`, plus metadata.generation of the object as applied (to wait for that generation)."""
         kind = obj["kind"]
         meta = obj["metadata"]
         namespace = meta.get("namespace") if kind == USER_KIND else None
         current = await self.get(kind, meta["name"], namespace) if existing is True else existing
         if isinstance(current, dict) and up_to_date(current, obj):
-            return "unchanged"
+            return "unchanged", (current.get("metadata") or {}).get("generation")
         plural = _plural(kind)
         kwargs: dict[str, Any] = {
             "field_manager": FIELD_MANAGER,
@@ -122,16 +128,17 @@ class Kube:
         }
         try:
             if namespace is None:
-                await self.custom.patch_cluster_custom_object(
+                applied = await self.custom.patch_cluster_custom_object(
                     GROUP, VERSION, plural, meta["name"], obj, **kwargs
                 )
             else:
-                await self.custom.patch_namespaced_custom_object(
+                applied = await self.custom.patch_namespaced_custom_object(
                     GROUP, VERSION, namespace, plural, meta["name"], obj, **kwargs
                 )
         except ApiException as error:
             raise api_error(error, object_ref(obj), "apply") from error
-        return "created" if not isinstance(current, dict) else "updated"
+        generation = ((applied or {}).get("metadata") or {}).get("generation")
+        return ("created" if not isinstance(current, dict) else "updated"), generation
 
     async def crd_installed(self, plural: str) -> bool:
         try:
