@@ -15,7 +15,7 @@ import kopf
 from pydantic import ValidationError
 
 from gateway_operator import conditions as cond
-from gateway_operator import metrics, naming, rotation
+from gateway_operator import kopf_scale, metrics, naming, rotation
 from gateway_operator.clients.kubernetes import K8sConflict, K8sError, KubernetesClient
 from gateway_operator.clients.litellm import InvalidRequest, LiteLLMClient, LiteLLMError
 from gateway_operator.models import (
@@ -42,6 +42,8 @@ from gateway_operator.services.core import EventType, Services, looks_minted
 from gateway_operator.settings import load as load_settings
 
 log = logging.getLogger(__name__)
+
+kopf_scale.install()  # before kopf.run builds its toggles: start-up at thousands of objects
 
 
 # --- startup / shutdown ---------------------------------------------------------------------------------
