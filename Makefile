@@ -41,6 +41,7 @@ demo: stack-deps ## up, the main job end to end, down
 
 lint: install
 	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff format --check operator tests
 	$(VENV)/bin/mypy
 
 unit: install

@@ -22,6 +22,7 @@ import asyncio
 import os
 import secrets
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Coroutine
@@ -152,6 +153,10 @@ async def timed(result: Result, work: Coroutine[Any, Any, None]) -> None:
         result.load_after = load_average()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from tests.stack import __main__ as stack
@@ -173,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         started_here = True
     cleanup = {"yes": True, "no": False}.get(args.cleanup, not started_here)
+    # `kill` (SIGTERM) unwinds like Ctrl-C, so the finally blocks stop the bench's own operator process
+    # (it is not in the stack's pids.json) and a stack started here.
+    signal.signal(signal.SIGTERM, _interrupt)
     env = read_env()
     os.environ.update(env)  # boto3 (IRSA via moto STS) and kubeconfig, as the tests do
     try:

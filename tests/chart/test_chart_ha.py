@@ -370,6 +370,11 @@ def ha_render(peering: str, watch: str | None, lifetime: int = 60) -> Rendered:
 
 
 def ensure_namespace(name: str) -> None:
+    """The namespace exists and is Active: one left Terminating by an earlier test (deleted without
+    waiting) is waited out first, or it would vanish under the test that reuses its name."""
+    existing = get("namespace", name, None)
+    if existing is not None and existing.get("status", {}).get("phase") == "Terminating":
+        kubectl("wait", "--for=delete", f"namespace/{name}", "--timeout=120s")
     kubectl(
         "apply",
         "-f",

@@ -28,28 +28,34 @@ CRD = {
         "group": GROUP,
         "scope": "Namespaced",
         "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
-        "versions": [{
-            "name": "v1",
-            "served": True,
-            "storage": True,
-            "subresources": {"status": {}},
-            "schema": {"openAPIV3Schema": {
-                "type": "object",
-                "properties": {
-                    "spec": {
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {
                         "type": "object",
-                        "required": ["min", "max"],
-                        "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}},
-                        "x-kubernetes-validations": [{
-                            "rule": "self.min <= self.max",
-                            "message": "min must not exceed max",
-                            "fieldPath": ".max",
-                        }],
-                    },
-                    "status": {"type": "object", "properties": {"phase": {"type": "string"}}},
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "required": ["min", "max"],
+                                "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}},
+                                "x-kubernetes-validations": [
+                                    {
+                                        "rule": "self.min <= self.max",
+                                        "message": "min must not exceed max",
+                                        "fieldPath": ".max",
+                                    }
+                                ],
+                            },
+                            "status": {"type": "object", "properties": {"phase": {"type": "string"}}},
+                        },
+                    }
                 },
-            }},
-        }],
+            }
+        ],
     },
 }
 
@@ -58,7 +64,10 @@ def kubectl(env: dict[str, str], *args: str, stdin: str | None = None) -> subpro
     assets = Path(env["KUBEBUILDER_ASSETS"])
     return subprocess.run(
         [str(assets / "kubectl"), f"--kubeconfig={env['KUBECONFIG']}", *args],
-        input=stdin, capture_output=True, text=True, timeout=60,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -82,8 +91,12 @@ def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def widget(name: str, namespace: str, low: int, high: int, **extra: Any) -> str:
-    body = {"apiVersion": f"{GROUP}/v1", "kind": "Widget",
-            "metadata": {"name": name, "namespace": namespace}, "spec": {"min": low, "max": high}}
+    body = {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "Widget",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"min": low, "max": high},
+    }
     body.update(extra)
     return json.dumps(body)
 
@@ -106,8 +119,9 @@ def widgets(kube: dict[str, str]) -> Iterator[str]:
     ok(kube, "apply", "--server-side", "-f", "-", stdin=json.dumps(CRD))
     ok(kube, "wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=30s")
     # Established can precede discovery by a moment; kubectl needs the resource in discovery.
-    eventually(lambda: kubectl(kube, "get", f"widgets.{GROUP}", "-A").returncode == 0, 30,
-               "widgets in discovery")
+    eventually(
+        lambda: kubectl(kube, "get", f"widgets.{GROUP}", "-A").returncode == 0, 30, "widgets in discovery"
+    )
     yield f"widgets.{GROUP}"
     kubectl(kube, "delete", "crd", CRD_NAME, "--wait=false")
 
@@ -142,8 +156,18 @@ def test_status_subresource_ignores_status_in_main_resource_update(
     assert after["spec"]["max"] == 3  # the update itself went through
     assert "status" not in after or after["status"].get("phase") != "Sneaky"
 
-    ok(kube, "patch", widgets, "with-status", "-n", namespace, "--subresource=status", "--type=merge",
-       "-p", json.dumps({"status": {"phase": "Ready"}, "spec": {"max": 99}}))
+    ok(
+        kube,
+        "patch",
+        widgets,
+        "with-status",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"phase": "Ready"}, "spec": {"max": 99}}),
+    )
     patched = get(kube, widgets, "with-status", "-n", namespace)
     assert patched["status"] == {"phase": "Ready"}
     assert patched["spec"]["max"] == 3  # and the status endpoint ignores spec
@@ -175,10 +199,21 @@ def test_rbac_forbids_a_service_account_without_permissions(kube: dict[str, str]
 
     # The same identity succeeds once a Role grants exactly that: the denial was RBAC, not something else.
     ok(kube, "create", "role", "secret-reader", "-n", namespace, "--verb=list", "--resource=secrets")
-    ok(kube, "create", "rolebinding", "secret-reader", "-n", namespace, "--role=secret-reader",
-       f"--serviceaccount={namespace}:{account}")
-    eventually(lambda: kubectl(kube, "get", "secrets", "-n", namespace, f"--as={subject}").returncode == 0,
-               10, "the RoleBinding taking effect")
+    ok(
+        kube,
+        "create",
+        "rolebinding",
+        "secret-reader",
+        "-n",
+        namespace,
+        "--role=secret-reader",
+        f"--serviceaccount={namespace}:{account}",
+    )
+    eventually(
+        lambda: kubectl(kube, "get", "secrets", "-n", namespace, f"--as={subject}").returncode == 0,
+        10,
+        "the RoleBinding taking effect",
+    )
     still_denied = kubectl(kube, "delete", "secret", "anything", "-n", namespace, f"--as={subject}")
     assert "forbidden" in still_denied.stderr.lower(), still_denied.stderr
 
@@ -195,19 +230,32 @@ def test_garbage_collector_deletes_dependents_of_a_deleted_owner(
     ok(kube, "create", "configmap", "owner", "-n", namespace, "--from-literal=k=v")
     owner = get(kube, "configmap", "owner", "-n", namespace)
     dependent = {
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "owned", "namespace": namespace, "ownerReferences": [{
-            "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}]},
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "owned",
+            "namespace": namespace,
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}
+            ],
+        },
         "stringData": {"k": "v"},
     }
-    bystander = {"apiVersion": "v1", "kind": "Secret",
-                 "metadata": {"name": "unowned", "namespace": namespace}, "stringData": {"k": "v"}}
+    bystander = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "unowned", "namespace": namespace},
+        "stringData": {"k": "v"},
+    }
     ok(kube, "create", "-f", "-", stdin=json.dumps(dependent))
     ok(kube, "create", "-f", "-", stdin=json.dumps(bystander))
 
     ok(kube, "delete", "configmap", "owner", "-n", namespace, "--cascade=background")
-    eventually(lambda: kubectl(kube, "get", "secret", "owned", "-n", namespace).returncode != 0,
-               30, "garbage collection of the owned Secret")
+    eventually(
+        lambda: kubectl(kube, "get", "secret", "owned", "-n", namespace).returncode != 0,
+        30,
+        "garbage collection of the owned Secret",
+    )
     assert kubectl(kube, "get", "secret", "unowned", "-n", namespace).returncode == 0
 
 

@@ -84,8 +84,10 @@ Made = dict[str, list[str]]
 
 
 def make_team(admin: httpx.Client, cleanup: Made, team_id: str, **extra: Any) -> dict[str, Any]:
-    response = admin.post("/team/new", json={"team_id": team_id, "team_alias": f"alias of {team_id}",
-                                             "models": ["model-cheap"], **extra})
+    response = admin.post(
+        "/team/new",
+        json={"team_id": team_id, "team_alias": f"alias of {team_id}", "models": ["model-cheap"], **extra},
+    )
     assert response.status_code == 200, response.text
     cleanup["teams"].append(team_id)
     return dict(response.json())
@@ -100,8 +102,9 @@ def make_user(admin: httpx.Client, cleanup: Made, user_id: str, **extra: Any) ->
 
 def make_key(admin: httpx.Client, cleanup: Made, alias: str, **extra: Any) -> str:
     key = new_key()
-    response = admin.post("/key/generate", json={"key": key, "key_alias": alias, "models": ["model-cheap"],
-                                                 **extra})
+    response = admin.post(
+        "/key/generate", json={"key": key, "key_alias": alias, "models": ["model-cheap"], **extra}
+    )
     assert response.status_code == 200, response.text
     cleanup["aliases"].append(alias)
     returned_ours = response.json()["key"] == key
@@ -121,8 +124,9 @@ def test_probes_answer_without_auth(public: httpx.Client) -> None:
     assert ready.json()["db"] == "connected"
 
 
-def test_public_health_needs_no_key_and_calls_no_model(public: httpx.Client,
-                                                       stack_env: dict[str, str]) -> None:
+def test_public_health_needs_no_key_and_calls_no_model(
+    public: httpx.Client, stack_env: dict[str, str]
+) -> None:
     stub = StubAdmin(stack_env["BEDROCK_STUB_URL"]) if "BEDROCK_STUB_URL" in stack_env else None
     calls_before = len(stub.calls()) if stub else 0
     response = public.get("/health")
@@ -137,10 +141,12 @@ def test_public_health_needs_no_key_and_calls_no_model(public: httpx.Client,
 # Admin API with the database
 
 
-def test_team_user_and_key_lifecycle(admin: httpx.Client, db: psycopg.Connection[Any], names: dict[str, str],
-                                     cleanup: dict[str, list[str]]) -> None:
-    team = make_team(admin, cleanup, names["team"], max_budget=100, budget_duration="1mo",
-                     metadata={"tier": "standard"})
+def test_team_user_and_key_lifecycle(
+    admin: httpx.Client, db: psycopg.Connection[Any], names: dict[str, str], cleanup: dict[str, list[str]]
+) -> None:
+    team = make_team(
+        admin, cleanup, names["team"], max_budget=100, budget_duration="1mo", metadata={"tier": "standard"}
+    )
     assert team["team_id"] == names["team"]
     assert team["models"] == ["model-cheap"]
     again = admin.post("/team/new", json={"team_id": names["team"]})
@@ -156,8 +162,17 @@ def test_team_user_and_key_lifecycle(admin: httpx.Client, db: psycopg.Connection
         assert cur.fetchone() == (0,)
 
     metadata = {"managedBy": "llm-gateway-operator", "nested": {"list": [1, 2], "flag": True}}
-    key = make_key(admin, cleanup, names["alias"], user_id=names["user"], team_id=names["team"],
-                   max_budget=1.5, budget_duration="1mo", rpm_limit=60, metadata=metadata)
+    key = make_key(
+        admin,
+        cleanup,
+        names["alias"],
+        user_id=names["user"],
+        team_id=names["team"],
+        max_budget=1.5,
+        budget_duration="1mo",
+        rpm_limit=60,
+        metadata=metadata,
+    )
     token = sha256(key)
 
     duplicate = admin.post("/key/generate", json={"key": new_key(), "key_alias": names["alias"]})
@@ -178,8 +193,11 @@ def test_team_user_and_key_lifecycle(admin: httpx.Client, db: psycopg.Connection
 
     # Stored as real JSON, with a calendar-month reset: the engine's typed values reached Postgres intact.
     with db.cursor() as cur:
-        cur.execute('SELECT jsonb_typeof(metadata), metadata #> \'{nested,list}\', budget_reset_at, models '
-                    'FROM "LiteLLM_VerificationToken" WHERE token = %s', (token,))
+        cur.execute(
+            "SELECT jsonb_typeof(metadata), metadata #> '{nested,list}', budget_reset_at, models "
+            'FROM "LiteLLM_VerificationToken" WHERE token = %s',
+            (token,),
+        )
         kind, nested_list, reset_at, models = cur.fetchone()  # type: ignore[misc]
     assert kind == "object" and nested_list == [1, 2]
     assert models == ["model-cheap"]
@@ -206,9 +224,9 @@ def test_team_user_and_key_lifecycle(admin: httpx.Client, db: psycopg.Connection
     assert admin.post("/key/delete", json={"key_aliases": [names["alias"]]}).status_code == 404
 
 
-def test_virtual_key_is_checked_against_the_database(admin: httpx.Client, public: httpx.Client,
-                                                     names: dict[str, str],
-                                                     cleanup: dict[str, list[str]]) -> None:
+def test_virtual_key_is_checked_against_the_database(
+    admin: httpx.Client, public: httpx.Client, names: dict[str, str], cleanup: dict[str, list[str]]
+) -> None:
     make_user(admin, cleanup, names["user"])
     key = make_key(admin, cleanup, names["alias"], user_id=names["user"])
     models = public.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
@@ -298,8 +316,13 @@ asyncio.run(main())
 
 def test_offline_engine_serves_prisma_client_python(stack_env: dict[str, str]) -> None:
     env = {**os.environ, **engine_env(), "DATABASE_URL": stack_env["DATABASE_URL"]}
-    result = subprocess.run([str(VENV / "bin" / "python"), "-c", ENGINE_PROBE], env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [str(VENV / "bin" / "python"), "-c", ENGINE_PROBE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["create"] == [10, {"m": {"x": [1, 2]}}, ["a", "b"], True]
@@ -310,8 +333,9 @@ def test_offline_engine_serves_prisma_client_python(stack_env: dict[str, str]) -
     assert (out["json_equals"], out["json_path"]) == (1, 1)
     assert out["include"] == [[True, {"via": "nested connect"}]]
     assert out["group_by"] == [[3, 9.0]]
-    assert out["query_raw"] == [{"t": "hi", "b": 42, "iv": "1 day", "n": "abc", "na": ["x", "y"],
-                                 "rc": "pg_class", "j": {"a": 1}}]
+    assert out["query_raw"] == [
+        {"t": "hi", "b": 42, "iv": "1 day", "n": "abc", "na": ["x", "y"], "rc": "pg_class", "j": {"a": 1}}
+    ]
     assert out["execute_raw"] == 1
     assert out["after_transactions"] == 3.0
     assert out["after_batch"] == 1
@@ -333,15 +357,21 @@ def stub(stack_env: dict[str, str]) -> StubAdmin:
 
 
 def chat(public: httpx.Client, key: str, text: str = "hello") -> httpx.Response:
-    return public.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                       json={"model": "model-cheap", "messages": [{"role": "user", "content": text}],
-                             "max_tokens": 20})
+    return public.post(
+        "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "model-cheap", "messages": [{"role": "user", "content": text}], "max_tokens": 20},
+    )
 
 
-def test_chat_with_a_virtual_key_adds_spend_in_the_database(admin: httpx.Client, public: httpx.Client,
-                                                           db: psycopg.Connection[Any], stub: StubAdmin,
-                                                           names: dict[str, str],
-                                                           cleanup: dict[str, list[str]]) -> None:
+def test_chat_with_a_virtual_key_adds_spend_in_the_database(
+    admin: httpx.Client,
+    public: httpx.Client,
+    db: psycopg.Connection[Any],
+    stub: StubAdmin,
+    names: dict[str, str],
+    cleanup: dict[str, list[str]],
+) -> None:
     make_user(admin, cleanup, names["user"], max_budget=10)
     key = make_key(admin, cleanup, names["alias"], user_id=names["user"], max_budget=10)
     response = chat(public, key)
@@ -371,8 +401,13 @@ def test_chat_with_a_virtual_key_adds_spend_in_the_database(admin: httpx.Client,
     assert user["spend"] > 0
 
 
-def test_exhausted_budget_answers_402(admin: httpx.Client, public: httpx.Client, stub: StubAdmin,
-                                      names: dict[str, str], cleanup: dict[str, list[str]]) -> None:
+def test_exhausted_budget_answers_402(
+    admin: httpx.Client,
+    public: httpx.Client,
+    stub: StubAdmin,
+    names: dict[str, str],
+    cleanup: dict[str, list[str]],
+) -> None:
     make_user(admin, cleanup, names["user"])
     key = make_key(admin, cleanup, names["alias"], user_id=names["user"], max_budget=0.0000001)
     assert chat(public, key).status_code == 200
@@ -384,8 +419,13 @@ def test_exhausted_budget_answers_402(admin: httpx.Client, public: httpx.Client,
     assert "Budget has been exceeded" in error_of(refused)["message"]
 
 
-def test_rpm_limit_answers_429_on_the_excess(admin: httpx.Client, public: httpx.Client, stub: StubAdmin,
-                                             names: dict[str, str], cleanup: dict[str, list[str]]) -> None:
+def test_rpm_limit_answers_429_on_the_excess(
+    admin: httpx.Client,
+    public: httpx.Client,
+    stub: StubAdmin,
+    names: dict[str, str],
+    cleanup: dict[str, list[str]],
+) -> None:
     make_user(admin, cleanup, names["user"])
     key = make_key(admin, cleanup, names["alias"], user_id=names["user"], rpm_limit=3)
     statuses = [chat(public, key, f"call {i}").status_code for i in range(5)]

@@ -126,8 +126,11 @@ def pairs(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
         redis_name = f"redis-rpm-{RUN}"
         redis_env = stack_redis.start(ctx, redis_name)
         started.append((redis_name, _pid_of(redis_name)))
-        host, port, password = (redis_env["LLMGW_REDIS_HOST"], int(redis_env["LLMGW_REDIS_PORT"]),
-                                redis_env["LLMGW_REDIS_PASSWORD"])
+        host, port, password = (
+            redis_env["LLMGW_REDIS_HOST"],
+            int(redis_env["LLMGW_REDIS_PORT"]),
+            redis_env["LLMGW_REDIS_PASSWORD"],
+        )
         config_file = tmp_path_factory.mktemp("redis-rpm") / "config.yaml"
         config_file.write_text(yaml.safe_dump(chart_config_with_redis(host, port)))
 
@@ -236,8 +239,10 @@ def alternate(
 
 def _show(outcome: Outcome) -> str:
     per = ", ".join(f"{dict(c)}" for c in outcome.by_instance)
-    return (f"{outcome.accepted} accepted / {outcome.limited} got {outcome.refused} of "
-            f"{outcome.accepted + outcome.limited} (per instance {per}) in {outcome.seconds:.1f}s")
+    return (
+        f"{outcome.accepted} accepted / {outcome.limited} got {outcome.refused} of "
+        f"{outcome.accepted + outcome.limited} (per instance {per}) in {outcome.seconds:.1f}s"
+    )
 
 
 # --- the scenarios ---------------------------------------------------------------------------------------
@@ -278,7 +283,6 @@ def test_chart_refuses_several_replicas_without_redis() -> None:
 
     error = template_error(VALUE_SETS["default"], {"litellm.replicas": "2"})
     assert "redis" in error.lower(), error
-
 
 
 @pytest.fixture(scope="module")

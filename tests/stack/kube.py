@@ -51,8 +51,10 @@ def assets_dir() -> Path:
         return Path(configured).resolve()
     missing = [name for name in REQUIRED_ASSETS if not os.access(DEFAULT_ASSETS / name, os.X_OK)]
     if missing:
-        raise StackError(f"{', '.join(missing)} missing from {DEFAULT_ASSETS}: run `make k8s-assets` "
-                         "(or set KUBEBUILDER_ASSETS to a setup-envtest folder)")
+        raise StackError(
+            f"{', '.join(missing)} missing from {DEFAULT_ASSETS}: run `make k8s-assets` "
+            "(or set KUBEBUILDER_ASSETS to a setup-envtest folder)"
+        )
     return DEFAULT_ASSETS
 
 
@@ -76,8 +78,9 @@ class Pki:
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
@@ -110,9 +113,17 @@ def _certificate(
     )
     if ca:
         builder = builder.add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False, key_agreement=False,
-                          encipher_only=False, decipher_only=False),
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
             critical=True,
         )
     else:
@@ -147,10 +158,18 @@ def make_pki(folder: Path) -> Pki:
         _write(pki.path(f"{stem}.crt"), cert.public_bytes(serialization.Encoding.PEM))
         _write(pki.path(f"{stem}.key"), _pem_key(key), private=True)
 
-    issue("apiserver", _name("kube-apiserver"),
-          server_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                        "kubernetes.default.svc.cluster.local"),
-          server_ips=("127.0.0.1", SERVICE_IP))
+    issue(
+        "apiserver",
+        _name("kube-apiserver"),
+        server_names=(
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ),
+        server_ips=("127.0.0.1", SERVICE_IP),
+    )
     issue("admin", _name("admin", "system:masters"), client=True)
     # Its controllers delete arbitrary objects (GC, namespace cleanup): in a real cluster they would use
     # per-controller service accounts; here the controller-manager is simply a cluster admin.
@@ -158,8 +177,12 @@ def make_pki(folder: Path) -> Pki:
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write(pki.path("sa.key"), _pem_key(sa_key), private=True)
-    _write(pki.path("sa.pub"), sa_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    _write(
+        pki.path("sa.pub"),
+        sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    )
     return pki
 
 
@@ -170,10 +193,18 @@ def write_kubeconfig(path: Path, server: str, pki: Pki, user: str) -> None:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": CONTEXT_NAME, "cluster": {
-            "server": server, "certificate-authority-data": b64("ca.crt")}}],
-        "users": [{"name": user, "user": {
-            "client-certificate-data": b64(f"{user}.crt"), "client-key-data": b64(f"{user}.key")}}],
+        "clusters": [
+            {"name": CONTEXT_NAME, "cluster": {"server": server, "certificate-authority-data": b64("ca.crt")}}
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": b64(f"{user}.crt"),
+                    "client-key-data": b64(f"{user}.key"),
+                },
+            }
+        ],
         "contexts": [{"name": CONTEXT_NAME, "context": {"cluster": CONTEXT_NAME, "user": user}}],
         "current-context": CONTEXT_NAME,
     }
@@ -194,18 +225,21 @@ def spawn_etcd(ctx: StackContext, etcd: Path, data_dir: Path) -> tuple[str, subp
     client_port, peer_port = free_port(), free_port()
     client_url = f"http://127.0.0.1:{client_port}"
     peer_url = f"http://127.0.0.1:{peer_port}"
-    process = ctx.spawn("etcd", [
-        str(etcd),
-        "--name=llmgw",
-        f"--data-dir={data_dir}",
-        f"--listen-client-urls={client_url}",
-        f"--advertise-client-urls={client_url}",
-        f"--listen-peer-urls={peer_url}",
-        f"--initial-advertise-peer-urls={peer_url}",
-        f"--initial-cluster=llmgw={peer_url}",
-        "--unsafe-no-fsync",
-        "--log-level=warn",
-    ])
+    process = ctx.spawn(
+        "etcd",
+        [
+            str(etcd),
+            "--name=llmgw",
+            f"--data-dir={data_dir}",
+            f"--listen-client-urls={client_url}",
+            f"--advertise-client-urls={client_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=llmgw={peer_url}",
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ],
+    )
     return client_url, process
 
 
@@ -215,26 +249,29 @@ def spawn_apiserver(
     port = free_port()
     cert_dir = state / "apiserver-certs"
     cert_dir.mkdir(exist_ok=True)
-    process = ctx.spawn("kube-apiserver", [
-        str(apiserver),
-        f"--etcd-servers={etcd_url}",
-        f"--cert-dir={cert_dir}",
-        f"--tls-cert-file={pki.path('apiserver.crt')}",
-        f"--tls-private-key-file={pki.path('apiserver.key')}",
-        f"--client-ca-file={pki.path('ca.crt')}",
-        f"--secure-port={port}",
-        "--bind-address=127.0.0.1",
-        f"--advertise-address={ADVERTISE_ADDRESS}",
-        "--endpoint-reconciler-type=none",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--authorization-mode=RBAC",
-        f"--service-account-issuer={SA_ISSUER}",
-        f"--service-account-key-file={pki.path('sa.pub')}",
-        f"--service-account-signing-key-file={pki.path('sa.key')}",
-        "--disable-admission-plugins=ServiceAccount",
-        "--allow-privileged=true",
-        "--profiling=false",
-    ])
+    process = ctx.spawn(
+        "kube-apiserver",
+        [
+            str(apiserver),
+            f"--etcd-servers={etcd_url}",
+            f"--cert-dir={cert_dir}",
+            f"--tls-cert-file={pki.path('apiserver.crt')}",
+            f"--tls-private-key-file={pki.path('apiserver.key')}",
+            f"--client-ca-file={pki.path('ca.crt')}",
+            f"--secure-port={port}",
+            "--bind-address=127.0.0.1",
+            f"--advertise-address={ADVERTISE_ADDRESS}",
+            "--endpoint-reconciler-type=none",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--authorization-mode=RBAC",
+            f"--service-account-issuer={SA_ISSUER}",
+            f"--service-account-key-file={pki.path('sa.pub')}",
+            f"--service-account-signing-key-file={pki.path('sa.key')}",
+            "--disable-admission-plugins=ServiceAccount",
+            "--allow-privileged=true",
+            "--profiling=false",
+        ],
+    )
     return f"https://127.0.0.1:{port}", process
 
 
@@ -244,21 +281,24 @@ def spawn_controller_manager(
     port = free_port()
     cert_dir = state / "controller-manager-certs"
     cert_dir.mkdir(exist_ok=True)
-    process = ctx.spawn("kube-controller-manager", [
-        str(binary),
-        f"--kubeconfig={kubeconfig}",
-        f"--authentication-kubeconfig={kubeconfig}",
-        f"--authorization-kubeconfig={kubeconfig}",
-        f"--controllers={KCM_CONTROLLERS}",
-        "--leader-elect=false",
-        "--bind-address=127.0.0.1",
-        f"--secure-port={port}",
-        f"--cert-dir={cert_dir}",
-        f"--root-ca-file={pki.path('ca.crt')}",
-        f"--service-account-private-key-file={pki.path('sa.key')}",
-        "--use-service-account-credentials=false",
-        "--profiling=false",
-    ])
+    process = ctx.spawn(
+        "kube-controller-manager",
+        [
+            str(binary),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            f"--controllers={KCM_CONTROLLERS}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--cert-dir={cert_dir}",
+            f"--root-ca-file={pki.path('ca.crt')}",
+            f"--service-account-private-key-file={pki.path('sa.key')}",
+            "--use-service-account-credentials=false",
+            "--profiling=false",
+        ],
+    )
     return f"https://127.0.0.1:{port}/healthz", process
 
 
@@ -266,7 +306,10 @@ def run_kubectl(kubectl: Path, kubeconfig: Path, *args: str, stdin: str | None =
     try:
         result = subprocess.run(
             [str(kubectl), f"--kubeconfig={kubeconfig}", *args],
-            input=stdin, capture_output=True, text=True, timeout=120,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     except subprocess.TimeoutExpired as error:
         raise StackError(f"kubectl {' '.join(args[:2])} timed out after {error.timeout:.0f}s") from error
@@ -307,8 +350,9 @@ def start(ctx: StackContext) -> dict[str, str]:
     ctx.wait_until("etcd", lambda: _http_ok(f"{etcd_url}/health"), timeout=30, process=etcd, interval=0.05)
     admin = ssl.create_default_context(cafile=str(pki.path("ca.crt")))
     admin.load_cert_chain(str(pki.path("admin.crt")), str(pki.path("admin.key")))
-    ctx.wait_until("kube-apiserver", lambda: _http_ok(f"{server}/readyz", admin), timeout=90,
-                   process=apiserver)
+    ctx.wait_until(
+        "kube-apiserver", lambda: _http_ok(f"{server}/readyz", admin), timeout=90, process=apiserver
+    )
     kubeconfig = state / "kubeconfig"
     write_kubeconfig(kubeconfig, server, pki, "admin")
     say(f"kube: API ready at {server} after {time.monotonic() - started:.1f}s; kubeconfig {kubeconfig}")
@@ -332,6 +376,7 @@ def start(ctx: StackContext) -> dict[str, str]:
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE  # its self-signed serving cert; /healthz carries no data
-        ctx.wait_until("kube-controller-manager", lambda: _http_ok(healthz, insecure), timeout=60,
-                       process=process)
+        ctx.wait_until(
+            "kube-controller-manager", lambda: _http_ok(healthz, insecure), timeout=60, process=process
+        )
     return {"KUBECONFIG": str(kubeconfig), "KUBEBUILDER_ASSETS": str(assets)}

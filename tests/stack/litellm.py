@@ -35,12 +35,28 @@ GATEWAY_ASGI = REPO_ROOT / "charts" / "llm-gateway" / "files" / "gateway_asgi.py
 STAMP = VENV / ".llmgw-installed"
 
 # Forwarded from the stack's environment (set by the sts and bedrock components).
-AWS_FORWARDED = ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ENDPOINT_URL_STS", "AWS_DEFAULT_REGION",
-                 "AWS_REGION", "AWS_ROLE_SESSION_NAME", "AWS_STS_REGIONAL_ENDPOINTS")
+AWS_FORWARDED = (
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_STS_REGIONAL_ENDPOINTS",
+)
 # Never inherited: they would take precedence over IRSA.
-AWS_STRIPPED = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
-                "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
-                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+AWS_STRIPPED = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+)
 
 
 def site_packages() -> Path:
@@ -75,8 +91,13 @@ CREATE TABLE IF NOT EXISTS "_prisma_migrations" (
 
 def _psql(database_url: str, bin_dir: str | None, args: list[str], stdin: str | None = None) -> str:
     psql = str(Path(bin_dir) / "psql") if bin_dir else (shutil.which("psql") or "psql")
-    result = subprocess.run([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-d", database_url, *args],
-                            input=stdin, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-d", database_url, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if result.returncode != 0:
         raise StackError(f"psql failed: {result.stderr.strip()[-3000:]}")
     return result.stdout
@@ -89,8 +110,15 @@ def apply_migrations(database_url: str, pg_bin_dir: str | None = None) -> int:
     also what the CREATE INDEX CONCURRENTLY migrations need.
     """
     _psql(database_url, pg_bin_dir, ["-c", _PRISMA_MIGRATIONS_DDL])
-    done = _psql(database_url, pg_bin_dir, ["-c", 'SELECT migration_name FROM "_prisma_migrations" '
-                                      "WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL"])
+    done = _psql(
+        database_url,
+        pg_bin_dir,
+        [
+            "-c",
+            'SELECT migration_name FROM "_prisma_migrations" '
+            "WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL",
+        ],
+    )
     todo = pending_migrations(set(done.split("\n")) - {""})
     if not todo:
         return 0
@@ -103,9 +131,11 @@ def apply_migrations(database_url: str, pg_bin_dir: str | None = None) -> int:
         name = folder.name.replace("'", "''")
         lines.append(f"\\echo applying {folder.name}")
         lines.append(f"\\i '{sql_file}'")
-        lines.append('INSERT INTO "_prisma_migrations" (id, checksum, finished_at, migration_name, '
-                     "applied_steps_count, started_at) "
-                     f"VALUES ('{uuid.uuid4()}', '{checksum}', now(), '{name}', 1, now());")
+        lines.append(
+            'INSERT INTO "_prisma_migrations" (id, checksum, finished_at, migration_name, '
+            "applied_steps_count, started_at) "
+            f"VALUES ('{uuid.uuid4()}', '{checksum}', now(), '{name}', 1, now());"
+        )
     _psql(database_url, pg_bin_dir, ["-f", "-"], stdin="\n".join(lines) + "\n")
     return len(todo)
 
@@ -131,8 +161,11 @@ def _secret_file(path: Path, prefix: str) -> str:
 
 
 def proxy_env(ctx: StackContext, master_key: str, salt_key: str, port: int) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("AWS_", "LITELLM_", "PRISMA_", "DATABASE_"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AWS_", "LITELLM_", "PRISMA_", "DATABASE_"))
+    }
     for key in AWS_STRIPPED:
         env.pop(key, None)
     for key in AWS_FORWARDED:
@@ -141,25 +174,27 @@ def proxy_env(ctx: StackContext, master_key: str, salt_key: str, port: int) -> d
     if ctx.env.get("BEDROCK_STUB_URL"):
         env["AWS_BEDROCK_RUNTIME_ENDPOINT"] = ctx.env["BEDROCK_STUB_URL"]
     env.update(engine_env())
-    env.update({
-        "PATH": f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-        "DATABASE_URL": ctx.env["DATABASE_URL"],
-        "LITELLM_MASTER_KEY": master_key,
-        "LITELLM_SALT_KEY": salt_key,
-        "DISABLE_SCHEMA_UPDATE": "true",
-        # Spend reaches the database every N(+0..5) s: LiteLLM's default, as the chart runs it. Each flush
-        # is a dozen engine round trips on the event loop; at 3 s they took ~10% of LiteLLM's CPU.
-        "PROXY_BATCH_WRITE_AT": "10",
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "CONFIG_FILE_PATH": str(LITELLM_CONFIG),
-        # gateway_asgi.install adds the unauthenticated, model-free /health (as in the chart).
-        "LITELLM_WORKER_STARTUP_HOOKS": "gateway_asgi:install",
-        "LITELLM_LOG": env.get("LITELLM_LOG", "INFO"),
-        "LITELLM_TELEMETRY": "False",
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": str(GATEWAY_ASGI.parent),
-        "PORT": str(port),
-    })
+    env.update(
+        {
+            "PATH": f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+            "DATABASE_URL": ctx.env["DATABASE_URL"],
+            "LITELLM_MASTER_KEY": master_key,
+            "LITELLM_SALT_KEY": salt_key,
+            "DISABLE_SCHEMA_UPDATE": "true",
+            # Spend reaches the database every N(+0..5) s: LiteLLM's default, as the chart runs it. Each flush
+            # is a dozen engine round trips on the event loop; at 3 s they took ~10% of LiteLLM's CPU.
+            "PROXY_BATCH_WRITE_AT": "10",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "CONFIG_FILE_PATH": str(LITELLM_CONFIG),
+            # gateway_asgi.install adds the unauthenticated, model-free /health (as in the chart).
+            "LITELLM_WORKER_STARTUP_HOOKS": "gateway_asgi:install",
+            "LITELLM_LOG": env.get("LITELLM_LOG", "INFO"),
+            "LITELLM_TELEMETRY": "False",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": str(GATEWAY_ASGI.parent),
+            "PORT": str(port),
+        }
+    )
     return env
 
 
@@ -167,9 +202,25 @@ def uvicorn_argv(port: int) -> list[str]:
     """LiteLLM's app under uvicorn, as `litellm --config` runs it (same app, config, uvicorn options) minus
     the CLI's boot-time `prisma migrate diff`: informational only with DISABLE_SCHEMA_UPDATE, it needs the
     native schema engine, and costs ~15 s of Prisma CLI start-up for nothing here."""
-    return [str(VENV / "bin" / "python"), "-m", "uvicorn", "litellm.proxy.proxy_server:app",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--loop", "uvloop",
-            "--no-server-header", "--timeout-graceful-shutdown", "5", "--log-level", "info"]
+    return [
+        str(VENV / "bin" / "python"),
+        "-m",
+        "uvicorn",
+        "litellm.proxy.proxy_server:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--loop",
+        "uvloop",
+        "--no-server-header",
+        "--timeout-graceful-shutdown",
+        "5",
+        "--log-level",
+        "info",
+    ]
 
 
 def _get_json(url: str, timeout: float = 5.0) -> tuple[int, object]:

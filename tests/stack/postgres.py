@@ -44,8 +44,11 @@ def _system_user() -> pwd.struct_passwd | None:
     try:
         return pwd.getpwnam(SYSTEM_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                        SYSTEM_USER], check=True, capture_output=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
+            check=True,
+            capture_output=True,
+        )
         return pwd.getpwnam(SYSTEM_USER)
 
 
@@ -103,8 +106,19 @@ def _initdb(bins: Path, data: Path, password: str, user: pwd.struct_passwd | Non
         os.chown(data, user.pw_uid, user.pw_gid)
         os.chown(pwfile, user.pw_uid, user.pw_gid)
     pwfile.chmod(0o600)
-    argv = [str(bins / "initdb"), "-D", str(data), "-U", PG_USER, f"--pwfile={pwfile}", "--encoding=UTF8",
-            "--locale=C", "--auth-host=scram-sha-256", "--auth-local=trust", "--no-sync"]
+    argv = [
+        str(bins / "initdb"),
+        "-D",
+        str(data),
+        "-U",
+        PG_USER,
+        f"--pwfile={pwfile}",
+        "--encoding=UTF8",
+        "--locale=C",
+        "--auth-host=scram-sha-256",
+        "--auth-local=trust",
+        "--no-sync",
+    ]
     result = subprocess.run(_as_user(user, argv), capture_output=True, text=True)
     pwfile.unlink()
     if result.returncode != 0:
@@ -115,9 +129,28 @@ def _initdb(bins: Path, data: Path, password: str, user: pwd.struct_passwd | Non
 def _psql(bins: Path, port: int, password: str, database: str, sql: str) -> str:
     env = {**os.environ, "PGPASSWORD": password}
     result = subprocess.run(
-        [str(bins / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", "127.0.0.1", "-p", str(port),
-         "-U", PG_USER, "-d", database, "-c", sql],
-        capture_output=True, text=True, env=env, timeout=60,
+        [
+            str(bins / "psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            PG_USER,
+            "-d",
+            database,
+            "-c",
+            sql,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     if result.returncode != 0:
         raise StackError(f"psql failed: {result.stderr.strip()}")
@@ -149,16 +182,37 @@ def start(ctx: StackContext) -> dict[str, str]:
     if user is not None:
         os.chown(sockets, user.pw_uid, user.pw_gid)
     port = free_port()
-    argv = [str(bins / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(sockets),
-            # a throwaway test database: durability is not worth the fsyncs
-            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-            "-c", "max_connections=200", "-c", "logging_collector=off"]
+    argv = [
+        str(bins / "postgres"),
+        "-D",
+        str(data),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-k",
+        str(sockets),
+        # a throwaway test database: durability is not worth the fsyncs
+        "-c",
+        "fsync=off",
+        "-c",
+        "synchronous_commit=off",
+        "-c",
+        "full_page_writes=off",
+        "-c",
+        "max_connections=200",
+        "-c",
+        "logging_collector=off",
+    ]
     env = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"}
     process = ctx.spawn("postgres", _as_user(user, argv), env=env)
 
     def ready() -> bool:
-        probe = subprocess.run([str(bins / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)],
-                               capture_output=True, timeout=5)
+        probe = subprocess.run(
+            [str(bins / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)],
+            capture_output=True,
+            timeout=5,
+        )
         return probe.returncode == 0
 
     ctx.wait_until("postgres", ready, timeout=60, process=process)

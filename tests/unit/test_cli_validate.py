@@ -108,6 +108,7 @@ def test_schema_violations_name_document_object_and_field() -> None:
     assert f"{user_}spec.tier: required field is missing" in found
     assert len(found) == 7
 
+
 def test_cel_rules_are_evaluated() -> None:
     tpm = TIER.replace("rpmLimit: 50", "rpmLimit: 50\n  tpmLimit: 10")
     found = check(tpm)
