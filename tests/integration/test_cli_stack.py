@@ -241,3 +241,123 @@ def test_health_reports_each_part(stack_env: dict[str, str]) -> None:
         assert checks["operator"]["status"] == "OK", checks["operator"]
         assert result.returncode == 0, result.stdout
     assert stack_env.get("LITELLM_MASTER_KEY", "unset") not in result.stdout + result.stderr
+
+
+def _ready_generation(obj: dict[str, Any]) -> int | None:
+    """observedGeneration of a True Ready condition, else None."""
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready" and condition.get("status") == "True":
+            return int(condition.get("observedGeneration") or (obj.get("status") or {})["observedGeneration"])
+    return None
+
+
+def _batch_csv(tmp_path: Path, prefix: str, tag: str, count: int) -> tuple[Path, list[str]]:
+    emails = [f"{prefix}{i}{tag}@company.com" for i in range(1, count + 1)]  # plain: name = email's dashes
+    tiers = ["drafting", "coding", "architect"]
+    csv_file = tmp_path / f"{prefix}.csv"
+    csv_file.write_text(
+        "email,tier,alias\n" + "".join(f"{e},{tiers[i % 3]},\n" for i, e in enumerate(emails))
+    )
+    return csv_file, [e.replace("@", "-").replace(".", "-") for e in emails]
+
+
+def _needs_operator(stack_env: dict[str, str]) -> None:
+    if "OPERATOR_HEALTH_URL" not in stack_env:
+        pytest.skip("needs the operator (this stack runs without it)")
+
+
+@pytest.mark.usefixtures("tiers")
+def test_import_in_batches_waits_until_each_batch_is_ready(
+    stack_env: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    _needs_operator(stack_env)
+    tag = namespace.removeprefix("gwctl-")
+    csv_file, names = _batch_csv(tmp_path, "bat", tag, 7)
+    args = ("users", "import", str(csv_file), "-n", namespace, "--apply", "--batch-size", "3")
+    first = gatewayctl(*args, "--timeout", "90")
+    batch_lines = [line for line in first.stderr.splitlines() if line.startswith("batch ")]
+    assert [line.split(":")[0] for line in batch_lines] == ["batch 1/3", "batch 2/3", "batch 3/3"], (
+        first.stderr
+    )
+    assert "3 applied (3 created), Ready in" in batch_lines[0]
+    assert "1 applied (1 created), Ready in" in batch_lines[2]
+    assert f"7 GatewayUsers in namespace {namespace}: 7 created, 0 updated, 0 unchanged" in first.stdout
+    assert "Ready in 3 batch(es) of 3" in first.stdout
+    users = users_in(namespace)
+    for name in names:  # Ready for the generation applied, right when the command returned
+        assert _ready_generation(users[name]) == users[name]["metadata"]["generation"], users[name]
+    generations = {name: users[name]["metadata"]["generation"] for name in names}
+
+    again = gatewayctl(*args)
+    assert "0 created, 0 updated, 7 unchanged" in again.stdout
+    assert again.stderr.count("applied (3 unchanged), Ready in 0 s") == 2, again.stderr
+    assert {
+        name: u["metadata"]["generation"] for name, u in users_in(namespace).items() if name in names
+    } == (generations)
+
+
+@pytest.mark.usefixtures("tiers")
+def test_import_batch_that_cannot_get_ready_stops_before_the_next(
+    stack_env: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    _needs_operator(stack_env)
+    tag = namespace.removeprefix("gwctl-")
+    csv_file, names = _batch_csv(tmp_path, "blk", tag, 7)
+    # someone else's Secret where row 5's key must go: the operator reports SecretConflict (batch 2 of 3)
+    k.kubectl("create", "secret", "generic", f"{names[4]}-llm-key", "-n", namespace, "--from-literal=x=y")
+    result = gatewayctl(
+        "users", "import", str(csv_file), "-n", namespace, "--apply", "--batch-size", "3", check=False
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "batch 1/3: 3 applied (3 created), Ready in" in result.stderr
+    assert f"{csv_file}:6: GatewayUser/{namespace}/{names[4]} not Ready: Ready=False SecretConflict" in (
+        result.stderr
+    )
+    assert "batch 2/3 is blocked: 1 of 3 GatewayUsers not Ready (1 SecretConflict)" in result.stderr
+    assert "6 of 7 rows applied, 1 not applied" in result.stderr and "re-running is safe" in result.stderr
+    for other in (names[3], names[5]):
+        assert f"GatewayUser/{namespace}/{other} " not in result.stderr  # only the user not Ready is named
+    users = users_in(namespace)
+    assert set(names[:6]) <= set(users)
+    assert names[6] not in users  # batch 3 never applied
+
+    # the admin deletes that Secret and re-runs: batch 2 waits for the operator's resync, batch 3 follows
+    k.kubectl("delete", "secret", f"{names[4]}-llm-key", "-n", namespace)
+    again = gatewayctl(
+        "users", "import", str(csv_file), "-n", namespace, "--apply", "--batch-size", "3", "--timeout", "100"
+    )
+    assert (
+        "7 GatewayUsers in namespace" in again.stdout and "1 created, 0 updated, 6 unchanged" in again.stdout
+    )
+    assert _ready_generation(users_in(namespace)[names[6]]) == 1
+
+
+@pytest.mark.usefixtures("tiers")
+def test_import_batch_timeout_names_the_users_and_applies_no_more(
+    stack_env: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    _needs_operator(stack_env)
+    tag = namespace.removeprefix("gwctl-")
+    csv_file, names = _batch_csv(tmp_path, "tmo", tag, 4)
+    # 10 ms: the first LIST comes right after the applies, long before LiteLLM can have made a key
+    result = gatewayctl(
+        "users",
+        "import",
+        str(csv_file),
+        "-n",
+        namespace,
+        "--apply",
+        "--batch-size",
+        "2",
+        "--timeout",
+        "0.01",
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "batch 1/2 not Ready after 0.01 s: 2 of 2 GatewayUsers not Ready" in result.stderr
+    assert "2 of 4 rows applied, 2 not applied" in result.stderr and "raise --timeout" in result.stderr
+    for line, name in ((2, names[0]), (3, names[1])):
+        assert f"{csv_file}:{line}: GatewayUser/{namespace}/{name} not Ready: " in result.stderr
+    users = users_in(namespace)
+    assert names[0] in users and names[1] in users
+    assert names[2] not in users and names[3] not in users

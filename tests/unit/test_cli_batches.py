@@ -162,6 +162,7 @@ class FakeKube:
         self.polls_to_ready = polls_to_ready
         self.never = never or set()
         self.conflict: set[str] = set()
+        self.conflict_until = 10**9  # the LIST after which the conflicts are resolved (someone fixed them)
         self.fail_apply: set[str] = set()
         self.lists = 0
         self.gets = 0
@@ -193,7 +194,7 @@ class FakeKube:
             if name in self.never:
                 continue
             generation = obj["metadata"]["generation"]
-            if name in self.conflict:
+            if name in self.conflict and self.lists <= self.conflict_until:
                 obj["status"] = user(generation, "False", "SecretConflict", observed=generation)["status"]
             elif self._age[name] >= self.polls_to_ready:
                 obj["status"] = user(generation, observed=generation)["status"]
@@ -318,3 +319,17 @@ async def test_suspended_users_count_as_done_and_are_named(capsys: pytest.Captur
     _, err = capsys.readouterr()
     assert "(1 provisioned but not Ready by decision" in err
     assert "u.csv:2: GatewayUser/ns/u0 provisioned, not Ready: Ready=False Suspended" in err
+
+
+async def test_a_conflict_left_from_an_earlier_run_is_waited_for(capsys: pytest.CaptureFixture[str]) -> None:
+    kube = FakeKube()
+    kube.conflict = {"u1"}
+    with pytest.raises(CliError, match="is blocked") as caught:
+        await _apply_in_batches(kube, rows(2), {}, "ns", "u.csv", Batching(2, 60.0))  # type: ignore[arg-type]
+    assert "re-checks a fixed user at its next resync" in caught.value.line()
+    capsys.readouterr()
+    # the admin deletes the Secret and re-runs; the operator notices 20 polls later (its resync)
+    kube.conflict_until = kube.lists + 20
+    await _apply_in_batches(kube, rows(2), listed(kube), "ns", "u.csv", Batching(2, 60.0))  # type: ignore[arg-type]
+    assert kube.lists > kube.conflict_until  # waited through the stale conflict (grace is 5 polls)
+    assert "0 created, 0 updated, 2 unchanged" in capsys.readouterr().out

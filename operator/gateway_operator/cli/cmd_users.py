@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -456,13 +456,13 @@ async def _apply_in_batches(
                 f"({batches.counts_text(counts)}); {batches.not_applied_text(applied_rows, len(rows))}",
                 fix="fix the lines above and run the same command again (applied rows come back unchanged)",
             )
-        ready, verdicts = await _wait_batch(
+        outcome, verdicts = await _wait_batch(
             k8s, applied, existing, ns, (index, len(chunks)), batching.timeout
         )
-        if not ready:
+        if outcome != "ready":
             _report_not_ready(applied, verdicts, source, ns)
             pending = [v for v in verdicts.values() if not v.done]
-            blocked = all(v.state == "blocked" for v in pending)
+            blocked = outcome == "blocked"
             waited = "is blocked" if blocked else f"not Ready after {batching.timeout:g} s"
             raise CliError(
                 f"batch {index}/{len(chunks)} {waited}: {len(pending)} of {len(chunk)} GatewayUsers "
@@ -470,6 +470,7 @@ async def _apply_in_batches(
                 f"{batches.not_applied_text(applied_rows, len(rows))}",
                 fix="fix the cause shown above (see also 'gatewayctl health' and the operator's logs), then "
                 "run the same command again: re-running is safe, applied rows come back unchanged"
+                + ("; the operator re-checks a fixed user at its next resync" if blocked else "")
                 + ("" if blocked else "; or raise --timeout"),
             )
         batch_settled = [(a, verdicts[_name(a)]) for a in applied if verdicts[_name(a)].state == "settled"]
@@ -505,12 +506,14 @@ async def _wait_batch(
     ns: str,
     position: tuple[int, int],
     timeout: float,
-) -> tuple[bool, dict[str, batches.Verdict]]:
-    """Wait until every applied user is done for the generation applied: (all done?, verdict by name).
+) -> tuple[Literal["ready", "blocked", "timeout"], dict[str, batches.Verdict]]:
+    """Wait until every applied user is done for the generation applied: (how it ended, verdict by name).
 
     One LIST of the namespace a poll, never a GET a user: cheap for the API server at 10,000 users. Stops
-    early when every user still pending needs a person (Secret or email conflict, invalid spec) for
-    BLOCKED_GRACE seconds in a row."""
+    early ("blocked") when every user still pending was written by this run and needs a person (Secret
+    or email conflict, invalid spec) for BLOCKED_GRACE seconds in a row. An unchanged user still in
+    conflict from an earlier run is waited for: the admin may have fixed it, and the operator's resync
+    will see that."""
     verdicts: dict[str, batches.Verdict] = {}
     pending: dict[str, _Applied] = {}
     for item in applied:
@@ -521,7 +524,7 @@ async def _wait_batch(
                 continue
         pending[_name(item)] = item
     if not pending:
-        return True, verdicts
+        return "ready", verdicts
     clock = asyncio.get_running_loop().time
     started = clock()
     deadline = started + timeout
@@ -536,17 +539,17 @@ async def _wait_batch(
             if verdicts[name].done:
                 del pending[name]
         if not pending:
-            return True, verdicts
+            return "ready", verdicts
         now = clock()
         still = [verdicts[name] for name in pending]
-        if all(v.state == "blocked" for v in still):
+        if all(verdicts[n].state == "blocked" and item.outcome != "unchanged" for n, item in pending.items()):
             blocked_since = now if blocked_since is None else blocked_since
             if now - blocked_since >= BLOCKED_GRACE:
-                return False, verdicts
+                return "blocked", verdicts
         else:
             blocked_since = None
         if now >= deadline:
-            return False, verdicts
+            return "timeout", verdicts
         if now - last_note >= PROGRESS_EVERY:
             line = batches.waiting_line(
                 *position, len(applied) - len(pending), len(applied), now - started, still
