@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 from gateway_operator.settings import load
 
@@ -55,6 +56,79 @@ def tune_malloc() -> None:
         mallopt(m_mmap_threshold, 128 * 1024)
 
 
+# After a burst the freed memory stays with the process: glibc returns the free pages inside its heap only on
+# malloc_trim(). A thread looks at the process's CPU time: once a busy stretch (a burst, a resume pass, a
+# resync) is followed by a quiet interval, it trims, once.
+TRIM_POLL_SECONDS = 5.0
+TRIM_AFTER_CPU_SECONDS = 2.0  # CPU used since the last trim that makes a quiet interval worth a trim
+TRIM_QUIET_SHARE = 0.05  # a quiet interval: less than this share of one core
+
+
+def trim_when_idle(
+    cpu: Callable[[], float],
+    trim: Callable[[], object],
+    wait: Callable[[float], object],
+    poll: float = TRIM_POLL_SECONDS,
+) -> None:
+    """Forever: ``wait(poll)``, then ``trim()`` if the interval was quiet after enough work."""
+    last = since_trim = cpu()
+    while True:
+        wait(poll)
+        now = cpu()
+        quiet = now - last < TRIM_QUIET_SHARE * poll
+        last = now
+        if quiet and now - since_trim >= TRIM_AFTER_CPU_SECONDS:
+            trim()
+            since_trim = cpu()
+
+
+def start_trimming() -> None:
+    """No-op where libc is not glibc."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import threading
+    import time
+
+    try:
+        malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return
+    thread = threading.Thread(
+        target=trim_when_idle,
+        args=(time.process_time, lambda: malloc_trim(0), time.sleep),
+        name="malloc-trim",
+        daemon=True,
+    )
+    thread.start()
+
+
+# Diagnosis only (tests/bench/burst_memory.py): with TRACEMALLOC_DUMP=<path> in the environment, each SIGUSR1
+# writes a tracemalloc snapshot to <path>.<n>; the first one also starts tracing (25 frames) unless
+# PYTHONTRACEMALLOC started it with the interpreter (tracing the imports: over 60 s to start on a loaded box).
+TRACEMALLOC_DUMP = "TRACEMALLOC_DUMP"
+
+
+def install_snapshot_dump() -> None:
+    target = os.environ.get(TRACEMALLOC_DUMP)
+    if not target:
+        return
+    import itertools
+    import signal
+    import tracemalloc
+
+    numbers = itertools.count(1)
+
+    def dump(signum: int, frame: object) -> None:
+        if not tracemalloc.is_tracing():
+            tracemalloc.start(25)
+        path = f"{target}.{next(numbers)}"
+        tracemalloc.take_snapshot().dump(path + ".tmp")
+        os.replace(path + ".tmp", path)  # complete when it appears under its name
+
+    signal.signal(signal.SIGUSR1, dump)
+
+
 class _RedactKeys(logging.Filter):
     """Last line of defence: no log record leaves the process with something shaped like a key."""
 
@@ -95,6 +169,8 @@ def configure_logging(level: str) -> None:
 
 def main() -> None:
     tune_malloc()
+    install_snapshot_dump()
+    start_trimming()
     hide_client_libraries()
     import kopf
 

@@ -57,6 +57,9 @@ def _post_event(kind: str, ref: ObjectRef, type_: EventType, reason: str, messag
     kopf.event(cast(Any, body), type=type_, reason=reason, message=message[:1000])
 
 
+LIST_CHUNK = 500
+
+
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = load_settings()
@@ -75,6 +78,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     settings.peering.lifetime = config.peering_lifetime_seconds
     settings.watching.client_timeout = 330
+    # The start-up listing in pages: 10,000 users (~2.5 KiB of JSON each with managedFields) would otherwise
+    # be one response of tens of MiB, held as bytes and text while it is parsed.
+    settings.watching.chunk_size = LIST_CHUNK
     litellm = LiteLLMClient(
         config.litellm_admin_url,
         config.litellm_master_key,
@@ -296,7 +302,7 @@ async def _reconcile_user(
 ) -> None:
     """Serialised per object; reads the object fresh so the status it compares with is current, except
     ``new_body``: the watch's body of an object never reconciled (no status), nothing to be stale about."""
-    async with svc.locked(user_service.lock_key(namespace, name)):
+    async with svc.locked(user_service.lock_key(namespace, name)), svc.litellm.turns:
         body: Mapping[str, Any] | None = new_body
         if body is None:
             async with _kopf_errors(retry):

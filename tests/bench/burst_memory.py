@@ -3,16 +3,17 @@
 Runs a fresh operator (``python -m gateway_operator``, the stack's settings) behind the counting admin proxy,
 with the stack's own operator paused, applies ``--users`` GatewayUsers at once and reports, per run:
 RSS idle, peak RSS (VmHWM) during the burst, RSS once all are Ready and again ``--settle`` seconds later,
-and (peak - idle) / users. Then deletes the users (the operator's finalizers) and the tier.
+and (peak - idle) / users. Then deletes the users (the operator's finalizers) and the tier, or with
+``--fast-cleanup`` drops them without the operator (for repeated runs on a throwaway stack).
 
-With ``--trace N`` the operator runs with tracemalloc (N frames, PYTHONTRACEMALLOC) and TRACEMALLOC_DUMP
-(gateway_operator/__main__.py): a snapshot at idle and one ``--snapshot-delay`` seconds after the last user
-was created (most still waiting), compared and grouped by allocating line and by owner (the innermost
-frame outside the standard library: kopf, ours, httpx/httpcore, pydantic, aiohttp). RSS under tracing is
-not comparable with RSS without it: measure RSS in runs without --trace.
+With ``--trace`` the operator runs with TRACEMALLOC_DUMP (gateway_operator/__main__.py): tracing (25 frames)
+starts at idle with a first snapshot, and a second one is taken once ``--snapshot-calls`` admin calls were
+made (the handlers run; most users still wait for their turn), compared and grouped by allocating line and
+by owner (the innermost frame outside the standard library: kopf, ours, httpx/httpcore, pydantic, aiohttp).
+RSS under tracing is not comparable with RSS without it: measure RSS in runs without --trace.
 
   python -m tests.bench.burst_memory --users 1000 --runs 2
-  python -m tests.bench.burst_memory --users 1000 --trace 25
+  python -m tests.bench.burst_memory --users 1000 --trace
   python -m tests.bench.burst_memory --analyse idle.snap burst.snap --waiting 900   # existing dumps
 """
 
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway_operator.__main__ import TRACEMALLOC_DUMP
 from tests.bench.common import cpu_seconds, load_average, say
 
 STDLIB = sysconfig.get_paths()["stdlib"]
@@ -152,6 +154,16 @@ def memory_map(pid: int) -> str:
     )
 
 
+def open_sockets(pid: int) -> int:
+    """The process's open sockets (its connections: each TLS one holds a 256 KiB read buffer)."""
+    count = 0
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+    return count
+
+
 # --- one run ----------------------------------------------------------------------------------------------
 
 
@@ -168,6 +180,8 @@ class RunResult:
     waiting: int = 0
     maps: dict[str, str] = field(default_factory=dict)
     cpu: float = 0.0
+    resume: str = ""
+    sockets: int = 0
 
     @property
     def per_user_kib(self) -> float:
@@ -177,8 +191,10 @@ class RunResult:
         return (
             f"idle {self.idle:.0f} MiB, peak {self.peak:.0f} MiB, after {self.after:.0f} MiB, "
             f"settled {self.settled:.0f} MiB; (peak - idle) / users = {self.per_user_kib:.1f} KiB; "
-            f"all Ready in {self.seconds:.0f} s, operator CPU {self.cpu:.1f} s; load {self.load}"
+            f"all Ready in {self.seconds:.0f} s, operator CPU {self.cpu:.1f} s, "
+            f"at most {self.sockets} sockets open (sampled); load {self.load}"
             + "".join(f"\n    {moment}: {text}" for moment, text in self.maps.items())
+            + (f"\n    {self.resume}" if self.resume else "")
         )
 
 
@@ -191,6 +207,26 @@ async def wait_for_file(path: Path, timeout: float) -> Path:
     return path
 
 
+async def restart(operator: Any, args: argparse.Namespace) -> str:
+    """Restart the operator with the users in place: kopf resumes every one of them at once."""
+    from tests.bench.operator_bench import wait_quiet, wait_resumed
+
+    proxy = operator.proxy
+    proxy.reset()
+    started = time.perf_counter()
+    await asyncio.to_thread(operator.restart, **dict(item.split("=", 1) for item in args.env))
+    await wait_resumed(proxy, args.users)
+    seconds = time.perf_counter() - started
+    await wait_quiet(proxy, quiet=3)
+    after, peak = operator.rss()
+    await asyncio.sleep(args.settle)
+    settled, _ = operator.rss()
+    return (
+        f"restart with {args.users} users: resumed in {seconds:.0f} s, peak {peak:.0f} MiB, "
+        f"after {after:.0f} MiB, settled {settled:.0f} MiB ({memory_map(operator.pid)})"
+    )
+
+
 async def one_run(env: dict[str, str], args: argparse.Namespace, index: int) -> RunResult:
     from tests.bench.kube import Kube, is_ready
     from tests.bench.operator_bench import BenchOperator, wait_quiet
@@ -201,7 +237,7 @@ async def one_run(env: dict[str, str], args: argparse.Namespace, index: int) -> 
     dump = STACK_DIR / "logs" / f"burst-{run}.snap"
     settings = dict(item.split("=", 1) for item in args.env)
     if args.trace:
-        settings.update(PYTHONTRACEMALLOC=str(args.trace), TRACEMALLOC_DUMP=str(dump))
+        settings[TRACEMALLOC_DUMP] = str(dump)
     kube = await Kube.connect(env["KUBECONFIG"])
     operator = BenchOperator(env, f"operator-burst-{run}", proxied=True)
     proxy = operator.proxy
@@ -215,6 +251,7 @@ async def one_run(env: dict[str, str], args: argparse.Namespace, index: int) -> 
     names = [f"u{i:05d}" for i in range(args.users)]
     snapshots: tuple[Path, Path] | None = None
     waiting = 0
+    sockets = 0
     try:
         await asyncio.to_thread(operator.start, **settings)
         await kube.create_namespace(namespace)
@@ -230,9 +267,16 @@ async def one_run(env: dict[str, str], args: argparse.Namespace, index: int) -> 
             first = await wait_for_file(Path(f"{dump}.1"), 120)
         async with kube.watch("gatewayusers", namespace, on_user):
             started = time.perf_counter()
-            await kube.create_users(namespace, names, tier, run)
+            creating = asyncio.create_task(kube.create_users(namespace, names, tier, run))
+            while not creating.done():
+                sockets = max(sockets, open_sockets(operator.pid))
+                await asyncio.sleep(0.2)
+            await creating
             if args.trace:
-                await asyncio.sleep(args.snapshot_delay)
+                # Once the admin calls flow (the handlers run), while most users still wait for theirs.
+                deadline = time.monotonic() + 600
+                while proxy.count("") < args.snapshot_calls and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
                 waiting = args.users - len(ready)
                 say(f"snapshot: {waiting} of {args.users} users not Ready yet, {proxy.count('')} admin calls")
                 os.kill(operator.pid, signal.SIGUSR1)
@@ -242,6 +286,7 @@ async def one_run(env: dict[str, str], args: argparse.Namespace, index: int) -> 
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{len(names) - len(ready)} users not Ready")
                 await asyncio.sleep(0.5)
+                sockets = max(sockets, open_sockets(operator.pid))
             seconds = time.perf_counter() - started
             cpu = cpu_seconds(operator.pid) - cpu_idle
             await wait_quiet(proxy, quiet=3)
@@ -251,15 +296,60 @@ async def one_run(env: dict[str, str], args: argparse.Namespace, index: int) -> 
             settled, peak = operator.rss()
             maps["settled"] = memory_map(operator.pid)
         load = load_average()
-        return RunResult(idle, peak, after, settled, args.users, seconds, load, snapshots, waiting, maps, cpu)
+        result = RunResult(
+            idle, peak, after, settled, args.users, seconds, load, snapshots, waiting, maps, cpu
+        )
+        say(f"run {run}: {result.text()}")
+        if args.restart:
+            result.resume = await restart(operator, args)
+            say(f"run {run}: {result.resume}")
+        return result
     finally:
-        say(f"run {run}: deleting the users (the operator's finalizers revoke their keys)")
-        with contextlib.suppress(Exception):
-            await kube.delete_all_users(namespace, timeout=max(300.0, args.users * 0.5))
-            await kube.delete_tier(tier, wait=30)
-            await kube.delete_namespace(namespace)
-        operator.close()
+        if args.fast_cleanup:
+            operator.close()
+            say(f"run {run}: dropping the objects without the operator (LiteLLM keeps their users and keys)")
+            with contextlib.suppress(Exception):
+                await drop_without_operator(kube, namespace, tier)
+        else:
+            say(f"run {run}: deleting the users (the operator's finalizers revoke their keys)")
+            with contextlib.suppress(Exception):
+                await kube.delete_all_users(namespace, timeout=max(300.0, args.users * 0.5))
+                await kube.delete_tier(tier, wait=30)
+                await kube.delete_namespace(namespace)
+            operator.close()
         await kube.close()
+
+
+async def drop_without_operator(kube: Any, namespace: str, tier: str) -> None:
+    """Strip the finalizers and delete: seconds instead of minutes of finalizer work, for repeated runs on a
+    throwaway stack (the LiteLLM users and keys stay; every run uses its own emails and aliases)."""
+    from tests.bench.kube import GROUP, VERSION
+
+    unblock = {"metadata": {"finalizers": None}}
+    semaphore = asyncio.Semaphore(32)
+
+    async def strip(name: str) -> None:
+        async with semaphore:
+            with contextlib.suppress(Exception):
+                await kube.custom.patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    "gatewayusers",
+                    name,
+                    unblock,
+                    _content_type="application/merge-patch+json",
+                )
+
+    users = await kube.list_users(namespace)
+    await asyncio.gather(*(strip(u["metadata"]["name"]) for u in users))
+    await kube.delete_all_users(namespace, timeout=60)
+    with contextlib.suppress(Exception):
+        await kube.custom.patch_cluster_custom_object(
+            GROUP, VERSION, "gatewaytiers", tier, unblock, _content_type="application/merge-patch+json"
+        )
+    await kube.delete_tier(tier, wait=30)
+    await kube.delete_namespace(namespace)
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -273,7 +363,6 @@ async def main_async(args: argparse.Namespace) -> int:
         for index in range(args.runs):
             say(f"run {index + 1}/{args.runs}: {args.users} users at once; load {load_average()}")
             result = await one_run(env, args, index)
-            say(result.text())
             results.append(result)
             if result.snapshots is not None:
                 analyse(result.snapshots[0], result.snapshots[1], result.waiting, args.top)
@@ -300,12 +389,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--trace", type=int, default=0, help="tracemalloc frames (0: off, RSS only)")
+    parser.add_argument("--trace", action="store_true", help="tracemalloc snapshots (25 frames)")
     parser.add_argument(
-        "--snapshot-delay", type=float, default=5.0, help="seconds after the last create (with --trace)"
+        "--snapshot-calls", type=int, default=100, help="with --trace: snapshot after this many admin calls"
     )
     parser.add_argument("--settle", type=float, default=30.0, help="seconds idle before the last RSS")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--restart", action="store_true", help="then restart the operator: resume pass")
+    parser.add_argument(
+        "--fast-cleanup",
+        action="store_true",
+        help="drop the objects without the operator (LiteLLM keeps their users and keys): for repeated runs",
+    )
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra operator environment"
     )
@@ -322,7 +417,14 @@ def main(argv: list[str] | None = None) -> int:
         analyse(Path(args.analyse[0]), Path(args.analyse[1]), args.waiting, args.top)
         return 0
     say("command: python -m tests.bench.burst_memory " + " ".join(sys.argv[1:]))
+    # `kill` unwinds like Ctrl-C (which a shell's background job ignores): the bench operator stops and the
+    # stack's own operator is resumed.
+    signal.signal(signal.SIGTERM, _interrupt)
     return asyncio.run(main_async(args))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

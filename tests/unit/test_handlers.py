@@ -186,3 +186,61 @@ async def test_a_tier_provisioned_here_counts_before_the_index_sees_its_team() -
     finally:
         handlers._PROVISIONED_TIERS.clear()
     assert world.kube.statuses[(USER_PLURAL, NS, NAME)]["conditions"][0]["status"] == "True"
+
+
+async def test_a_reconcile_waits_for_its_turn_before_it_reads_or_calls_anything() -> None:
+    import asyncio
+
+    world = World()
+    put_user(world, {"email": "alice@company.com", "tier": "coding"})
+    reads: list[str] = []
+    real_get = world.kube.get_object
+
+    async def counting_get(plural: str, name: str, namespace: str | None = None) -> Any:
+        reads.append(name)
+        return await real_get(plural, name, namespace)
+
+    world.kube.get_object = counting_get  # type: ignore[method-assign]
+    turns = world.svc.litellm.turns = asyncio.Semaphore(1)
+    await turns.acquire()  # every turn taken (a burst ahead of this user)
+    waiting = asyncio.create_task(run(world))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    assert reads == [] and world.litellm.writes == [] and world.litellm.reads == []
+    turns.release()
+    await asyncio.wait_for(waiting, 5)
+    assert reads == [NAME]
+    assert world.kube.statuses[(USER_PLURAL, NS, NAME)]["conditions"][0]["status"] == "True"
+
+
+async def test_a_burst_beyond_the_turns_converges_every_user_with_two_admin_writes_each() -> None:
+    import asyncio
+
+    world = World()
+    names = [f"user{i:02d}" for i in range(12)]
+    for name in names:
+        world.kube.objects[(USER_PLURAL, NS, name)] = {
+            "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1},
+            "spec": {"email": f"{name}@company.com", "tier": "coding"},
+        }
+    world.svc.litellm.turns = asyncio.Semaphore(2)
+    admitted = peak = 0
+    real_get = world.kube.get_object
+
+    async def slow_get(plural: str, name: str, namespace: str | None = None) -> Any:
+        nonlocal admitted, peak
+        admitted += 1
+        peak = max(peak, admitted)
+        await asyncio.sleep(0.01)
+        admitted -= 1
+        return await real_get(plural, name, namespace)
+
+    world.kube.get_object = slow_get  # type: ignore[method-assign]
+    # Every user twice at once (an event and the tier's propagation): serialised per user, bounded overall.
+    calls = [handlers._reconcile_user(world.svc, NS, n, TIERS, {}) for n in names + names]  # type: ignore[arg-type]
+    await asyncio.wait_for(asyncio.gather(*calls), 10)
+    assert peak <= 2
+    assert sorted(world.litellm.writes) == sorted(["/user/new", "/key/generate"] * len(names))
+    for name in names:
+        assert world.kube.statuses[(USER_PLURAL, NS, name)]["conditions"][0]["status"] == "True"

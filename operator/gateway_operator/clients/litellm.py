@@ -32,6 +32,11 @@ _KEYLIKE = re.compile(r"sk-[A-Za-z0-9_\-.]+")
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
+# Reconciles admitted at once per admin call slot (``LiteLLMClient.turns``): enough to keep every slot busy
+# while the admitted ones also talk to Kubernetes (3 API calls around the 2 admin calls of a create).
+TURNS_PER_CALL = 4
+
+
 def redact(text: str) -> str:
     return _KEYLIKE.sub("sk-***", text)
 
@@ -124,6 +129,10 @@ class LiteLLMClient:
             limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
         )
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        # A reconcile takes a turn BEFORE it reads its object or builds anything (handlers._reconcile_user):
+        # the rest of a burst waits there as a couple of small frames each, not halfway through a reconcile
+        # holding a fetched body, its views and a request body (tests/bench/burst_memory.py).
+        self.turns = asyncio.Semaphore(TURNS_PER_CALL * max_concurrency)
         self._retries = retries
         self._backoff = backoff
         self.max_concurrency = max_concurrency
