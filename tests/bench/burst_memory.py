@@ -299,6 +299,7 @@ async def one_run(env: dict[str, str], args: argparse.Namespace, index: int) -> 
         result = RunResult(
             idle, peak, after, settled, args.users, seconds, load, snapshots, waiting, maps, cpu
         )
+        result.sockets = sockets
         say(f"run {run}: {result.text()}")
         if args.restart:
             result.resume = await restart(operator, args)

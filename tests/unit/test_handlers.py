@@ -244,3 +244,24 @@ async def test_a_burst_beyond_the_turns_converges_every_user_with_two_admin_writ
     assert sorted(world.litellm.writes) == sorted(["/user/new", "/key/generate"] * len(names))
     for name in names:
         assert world.kube.statuses[(USER_PLURAL, NS, name)]["conditions"][0]["status"] == "True"
+
+
+async def test_kopf_logs_in_through_a_bounded_connection_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    info = kopf.ConnectionInfo(server="https://api.test:6443", token="t0ken", default_namespace="ops")
+    monkeypatch.setattr(kopf, "login_with_service_account", lambda **_: None)
+    monkeypatch.setattr(kopf, "login_with_kubeconfig", lambda **_: info)
+    monkeypatch.setenv("LITELLM_ADMIN_URL", "http://litellm.test")
+    monkeypatch.setenv("WATCH_NAMESPACES", "team-a,team-b")
+    result = await handlers.login(settings=kopf.OperatorSettings())
+    assert isinstance(result, kopf.AiohttpSession)
+    session = result.aiohttp_session
+    try:
+        assert session.connector is not None
+        assert session.connector.limit == handlers.KOPF_CONNECTIONS + 2 * handlers.WATCHES_PER_SCOPE
+        assert session.headers["Authorization"] == "Bearer t0ken"
+        assert (result.server, result.default_namespace) == ("https://api.test:6443", "ops")
+    finally:
+        await session.close()
+    # Namespace patterns: an open-ended number of watch streams, so kopf's own unbounded session.
+    monkeypatch.setenv("WATCH_NAMESPACES", "team-*")
+    assert await handlers.login(settings=kopf.OperatorSettings()) is info
