@@ -318,8 +318,12 @@ def test_key_budget_is_shared_only_through_redis(pairs: Pairs, cost_per_request:
         # +1 only if one booking took longer than the pause (measured: exactly BUDGET_REQUESTS).
         assert BUDGET_REQUESTS <= outcome.accepted <= BUDGET_REQUESTS + 1, _show(outcome)
     else:
-        # Each instance counts only its own spend (in memory, kept 60 s): twice the budget gets through.
-        assert all(c[200] >= BUDGET_REQUESTS for c in outcome.by_instance), _show(outcome)
+        # Each instance counts its own spend in memory; the other's reaches it only through Postgres (a
+        # spend flush, then a re-read of the key), sometimes within the run (CI 2026-11-29: 4 + 3 accepted,
+        # usually 4 + 4). Either way one instance lets its whole budget through and the pair together
+        # more than the shared pair ever does (BUDGET_REQUESTS + 1).
+        assert max(c[200] for c in outcome.by_instance) >= BUDGET_REQUESTS, _show(outcome)
+        assert outcome.accepted > BUDGET_REQUESTS + 1, _show(outcome)
 
 
 def test_shared_instances_fail_closed_when_redis_is_gone(pairs: Pairs, rpm_key: str) -> None:
