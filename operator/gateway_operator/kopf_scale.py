@@ -85,10 +85,7 @@ def install() -> bool:
         self._condition = _SetCondition(self)
         setattr(self, _WAITERS, {})
 
-    async def patched_wait_for(self: Any, state: bool) -> None:
-        await wait_for(self, state)
-
     toggle_set.__init__ = patched_init  # type: ignore[method-assign]
-    toggle_set.wait_for = patched_wait_for  # type: ignore[method-assign]
+    toggle_set.wait_for = wait_for  # type: ignore[method-assign,assignment]
     _installed = True
     return True

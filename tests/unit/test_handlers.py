@@ -111,10 +111,8 @@ async def test_users_are_indexed_by_email_too_without_being_counted_twice() -> N
     assert sorted(u.ref.name for u in handlers._all_users(index)) == ["b", "c"]
 
 
-async def test_a_first_create_uses_the_watch_body_and_a_retry_reads_the_object() -> None:
-    world = World()
-    put_user(world, {"email": "alice@company.com", "tier": "coding"})
-    body = kopf.Body(world.kube.objects[(USER_PLURAL, NS, NAME)])
+def count_reads(world: World) -> list[str]:
+    """The names of the objects the operator GETs from now on (appended as they are read)."""
     reads: list[str] = []
     real_get = world.kube.get_object
 
@@ -123,6 +121,14 @@ async def test_a_first_create_uses_the_watch_body_and_a_retry_reads_the_object()
         return await real_get(plural, name, namespace)
 
     world.kube.get_object = counting_get  # type: ignore[method-assign]
+    return reads
+
+
+async def test_a_first_create_uses_the_watch_body_and_a_retry_reads_the_object() -> None:
+    world = World()
+    put_user(world, {"email": "alice@company.com", "tier": "coding"})
+    body = kopf.Body(world.kube.objects[(USER_PLURAL, NS, NAME)])
+    reads = count_reads(world)
     memo = kopf.Memo(services=world.svc)
     kwargs: dict[str, Any] = dict(namespace=NS, name=NAME, memo=memo, gw_tiers=TIERS, gw_users={}, body=body)
     await handlers.user_reconcile(retry=0, reason=kopf.Reason.CREATE, **kwargs)
@@ -193,14 +199,7 @@ async def test_a_reconcile_waits_for_its_turn_before_it_reads_or_calls_anything(
 
     world = World()
     put_user(world, {"email": "alice@company.com", "tier": "coding"})
-    reads: list[str] = []
-    real_get = world.kube.get_object
-
-    async def counting_get(plural: str, name: str, namespace: str | None = None) -> Any:
-        reads.append(name)
-        return await real_get(plural, name, namespace)
-
-    world.kube.get_object = counting_get  # type: ignore[method-assign]
+    reads = count_reads(world)
     turns = world.svc.litellm.turns = asyncio.Semaphore(1)
     await turns.acquire()  # every turn taken (a burst ahead of this user)
     waiting = asyncio.create_task(run(world))
